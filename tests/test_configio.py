@@ -1,0 +1,70 @@
+"""Config loading: defaults, YAML floats, overrides, and errors that name the dotted key."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.configio import ConfigError, StrictModel, apply_overrides, dump_config, load_config
+
+
+class Optim(StrictModel):
+    lr: float = 3.0e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class Cfg(StrictModel):
+    name: str = "run"
+    steps: int = 10
+    optim: Optim = Optim()
+
+
+def test_defaults_without_file():
+    cfg = load_config(Cfg, None)
+    assert cfg.steps == 10 and cfg.optim.lr == pytest.approx(3e-4)
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\noptim:\n  lr: 1e-3\n", encoding="utf-8")
+    cfg = load_config(Cfg, path, ["optim.lr=2e-4", "name=abc"])
+    assert cfg.steps == 5
+    assert cfg.optim.lr == pytest.approx(2e-4)  # a YAML-1.1 "string" float read as a float
+    assert cfg.name == "abc"
+
+
+def test_yaml_scientific_float_in_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n", encoding="utf-8")
+    assert load_config(Cfg, path).optim.lr == pytest.approx(1e-3)
+
+
+def test_unknown_key_names_dotted_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lrr: 1.0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(Cfg, path)
+    assert "optim.lrr" in str(err.value) and str(path) in str(err.value)
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"steps"):
+        load_config(Cfg, None, ["steps=many"])
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Cfg, tmp_path / "nope.yaml")
+
+
+def test_bad_override_form():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(Cfg, None, ["steps=7"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg), encoding="utf-8")
+    assert load_config(Cfg, path) == cfg
