@@ -1,0 +1,110 @@
+"""The course-homework files, made from a crawl feed (no re-crawling): articles, popular articles, keyword images.
+
+Formats (as the NYCU answer keys in ../shared/ptt_html have them):
+
+- ``articles``: JSONL, one ``{"date": "MMDD", "title": <list title>, "url": ...}`` per post, oldest first.
+- ``popular``: the same for posts whose list push count is 爆 (``list_push == 100``).
+- ``keyword``: one JSON ``{"image_urls": [...]}``: the image URLs (body, then pushes) of every post that matched
+  the crawl's ``-a keyword=``, oldest post first, each URL once.
+
+Example::
+
+    scrapy crawl ptt_beauty -a start_date=2024-01-01 -a end_date=2024-12-31 -a keyword=正妹 -O feed.jsonl
+    python -m scrapy_ptt.export_homework articles feed.jsonl -o articles.jsonl
+    python -m scrapy_ptt.export_homework popular feed.jsonl -o popular_articles.jsonl
+    python -m scrapy_ptt.export_homework keyword feed.jsonl --start-date 2024-05-01 --end-date 2024-05-31 \\
+        -o keyword_0501_0531.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from datetime import date, datetime
+from pathlib import Path
+
+
+class FeedError(ValueError):
+    """A feed that cannot make the asked-for file; the message names the file and the fix."""
+
+
+def read_feed(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FeedError(f"{path}: no such feed; make one with `scrapy crawl ptt_beauty ... -O {path}`")
+    posts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FeedError(
+                f"{path}:{n}: not a JSON line ({exc.msg}); is this a JSONL feed (-O feed.jsonl)?"
+            ) from None
+        if not isinstance(rec, dict) or "article_id" not in rec or "published_at" not in rec:
+            raise FeedError(f"{path}:{n}: not a ptt_beauty feed record (no article_id/published_at)")
+        posts.append(rec)
+    return sorted(posts, key=lambda r: (r["published_at"], r["article_id"]))
+
+
+def in_dates(posts: Iterable[dict], start: date | None, end: date | None) -> list[dict]:
+    def day(rec: dict) -> date:
+        return datetime.fromisoformat(rec["published_at"]).date()  # already Asia/Taipei (+08:00)
+
+    return [r for r in posts if (start is None or day(r) >= start) and (end is None or day(r) <= end)]
+
+
+def article_lines(posts: Iterable[dict]) -> list[dict]:
+    return [{"date": r["date"], "title": r["list_title"], "url": r["url"]} for r in posts]
+
+
+def popular_lines(posts: Iterable[dict]) -> list[dict]:
+    return article_lines(r for r in posts if r.get("list_push", 0) >= 100)
+
+
+def keyword_images(posts: list[dict], source: Path) -> dict:
+    if posts and not any(r.get("keyword") for r in posts):
+        raise FeedError(f"{source}: crawled without a keyword; re-crawl with `-a keyword=正妹` (or your keyword)")
+    urls = [u for r in posts if r.get("keyword_match") for u in r.get("image_urls", [])]
+    return {"image_urls": list(dict.fromkeys(urls))}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scrapy_ptt.export_homework", description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=["articles", "popular", "keyword"])
+    parser.add_argument("feed", type=Path, help="JSONL feed from `scrapy crawl ptt_beauty -O feed.jsonl`")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--start-date", type=date.fromisoformat, help="YYYY-MM-DD, Asia/Taipei, inclusive")
+    parser.add_argument("--end-date", type=date.fromisoformat, help="YYYY-MM-DD, Asia/Taipei, inclusive")
+    args = parser.parse_args(argv)
+    try:
+        posts = in_dates(read_feed(args.feed), args.start_date, args.end_date)
+        if args.kind == "keyword":
+            data = keyword_images(posts, args.feed)
+            _write_atomic(args.out, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+            count = len(data["image_urls"])
+        else:
+            lines = article_lines(posts) if args.kind == "articles" else popular_lines(posts)
+            _write_atomic(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+            count = len(lines)
+    except FeedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.kind}: {count} {'image URLs' if args.kind == 'keyword' else 'posts'} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Split the feed by month with Scrapy's own feed options: one ``FEEDS`` entry per month, each with an
+``item_filter`` that accepts only that month's posts (by ``published_at``, Asia/Taipei).
+
+Either let the spider add the entries for every month in the crawl's range::
+
+    scrapy crawl ptt_beauty -a start_date=2024-01-01 -a end_date=2024-03-31 \\
+        -s PTT_FEED_BY_MONTH='feeds/%(name)s-%(month)s.jsonl'
+    # -> feeds/ptt_beauty-2024-01.jsonl, feeds/ptt_beauty-2024-02.jsonl, feeds/ptt_beauty-2024-03.jsonl
+
+or write the ``FEEDS`` setting yourself (``month`` is our feed option, read by the filter)::
+
+    -s 'FEEDS={"jan.jsonl": {"format": "jsonlines", "month": "2024-01",
+                             "item_filter": "scrapy_ptt.feeds.MonthFilter"}}'
+
+``%(month)s`` is filled in by us; other ``%(...)s`` parameters (``%(name)s``, ``%(time)s``, any spider attribute)
+by Scrapy, as for any feed URI. It combines with ``-O feed.jsonl`` (the whole range in one file as well).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from scrapy.extensions.feedexport import ItemFilter
+
+
+class MonthFilter(ItemFilter):
+    """Accepts feed records whose ``published_at`` falls in the feed option ``month`` (``YYYY-MM``)."""
+
+    def __init__(self, feed_options):
+        super().__init__(feed_options)
+        self.month = str((feed_options or {}).get("month") or "")
+        if len(self.month) != 7 or self.month[4] != "-":
+            raise ValueError(f"feed option month={self.month!r}: write it as YYYY-MM, e.g. 2024-01")
+
+    def accepts(self, item) -> bool:
+        published = item.get("published_at") if isinstance(item, dict) else getattr(item, "published_at", None)
+        return str(published or "")[:7] == self.month
+
+
+def months_between(start: date, end: date) -> list[str]:
+    out, y, m = [], start.year, start.month
+    while (y, m) <= (end.year, end.month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def month_feeds(uri_template: str, start: date, end: date) -> dict[str, dict]:
+    """FEEDS entries, one per month of [start, end]; the URI must contain ``%(month)s``."""
+    if "%(month)s" not in uri_template:
+        raise ValueError(
+            f"PTT_FEED_BY_MONTH={uri_template!r} needs %(month)s in it, e.g. feeds/%(name)s-%(month)s.jsonl"
+        )
+    return {
+        uri_template.replace("%(month)s", month): {
+            "format": "jsonlines",
+            "encoding": "utf-8",
+            "overwrite": True,
+            "item_filter": "scrapy_ptt.feeds.MonthFilter",
+            "month": month,
+        }
+        for month in months_between(start, end)
+    }

@@ -1,0 +1,83 @@
+"""The crawl feed record: one post per JSONL line (contract 1 in docs/contracts.md; this module owns it).
+
+``scrapy crawl ptt_beauty ... -O feed.jsonl`` writes UTF-8 (not ``\\u``-escaped) JSON lines with these fields,
+in this order:
+
+=================  ==============  ==========================================================================
+field              type            meaning
+=================  ==============  ==========================================================================
+``article_id``     str             ``M.<unix>.A.<hex>``
+``url``            str             absolute article URL (on the crawled base URL)
+``board``          str             board name from the URL, e.g. ``Beauty``
+``list_title``     str             title as shown in the index row (all text nodes joined)
+``title``          str or null     the article's own ``標題`` meta line
+``author``         str or null     the ``作者`` meta line, e.g. ``gj94ek (我帥的太沉重)``
+``date``           str             ``MMDD``, Asia/Taipei, from the id's timestamp
+``published_at``   str             ISO 8601 with ``+08:00``, from the id's timestamp
+``list_push``      int             index row push count (``爆``=100, ``X1``..``X9``=-10..-90, ``XX``=-100, empty=0)
+``pushes``         object          ``{"push": n, "boo": n, "neutral": n}`` counted in the article
+``keyword``        str or null     the ``-a keyword=`` asked for
+``keyword_match``  list[str]       where it matched: subset of ``["title", "body"]`` (empty when no keyword)
+``image_urls``     list[str]       normalised direct image URLs, body first then pushes, de-duplicated
+``images``         list[object]    only when downloads are on (``IMAGES_STORE`` set): ``{url, path, checksum,
+                                   status}`` per stored image (Scrapy's media-pipeline format); ``path`` is
+                                   relative to ``IMAGES_STORE`` (``full/<sha1(url)>.<ext>``)
+``image_failures`` list[object]    only when downloads are on: ``{url, reason}`` per image that failed
+=================  ==============  ==========================================================================
+
+When a keyword is given, only posts that match it get their images downloaded (``images`` and
+``image_failures`` are then ``[]`` for the others); without a keyword every post's images are downloaded.
+
+Example::
+
+    import json
+    for line in open("feed.jsonl", encoding="utf-8"):
+        post = json.loads(line)
+        print(post["date"], post["list_title"], len(post["image_urls"]), [i["path"] for i in post.get("images", [])])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+FEED_FIELDS = (
+    "article_id",
+    "url",
+    "board",
+    "list_title",
+    "title",
+    "author",
+    "date",
+    "published_at",
+    "list_push",
+    "pushes",
+    "keyword",
+    "keyword_match",
+    "image_urls",
+    "images",
+    "image_failures",
+)
+
+
+@dataclass
+class PostItem:
+    article_id: str
+    url: str
+    board: str
+    list_title: str
+    title: str | None
+    author: str | None
+    date: str
+    published_at: str
+    list_push: int
+    pushes: dict[str, int]
+    keyword: str | None
+    keyword_match: list[str]
+    image_urls: list[str]
+    images: list[dict] | None = None  # None = downloads off; the feed then leaves the field out
+    image_failures: list[dict] | None = None
+
+    def to_record(self) -> dict:
+        """The feed record: contract fields in order, download fields only when downloads ran."""
+        raw = asdict(self)
+        return {k: raw[k] for k in FEED_FIELDS if not (k in ("images", "image_failures") and raw[k] is None)}

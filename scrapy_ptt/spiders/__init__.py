@@ -1,0 +1,1 @@
+"""Spiders of the ptt-faces Scrapy project (``scrapy list`` shows them)."""
