@@ -1,0 +1,212 @@
+"""Sampling: one seed per image (batch-size and resume invariant), every scheduler writes valid PNGs, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.sample import SCHEDULERS, SampleError, generate, generate_seeds, image_grid, main, write_samples
+
+
+def tiny_unet(sample_size: int):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+def export_tiny_pipeline(path, sample_size: int = 64):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    DDPMPipeline(unet=tiny_unet(sample_size), scheduler=DDPMScheduler()).save_pretrained(
+        str(path), safe_serialization=True
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline64(tmp_path_factory):
+    return export_tiny_pipeline(tmp_path_factory.mktemp("pipe") / "pipeline", 64)
+
+
+@pytest.fixture(scope="module")
+def unet16():
+    return tiny_unet(16)
+
+
+@pytest.fixture(scope="module")
+def sched_cfg():
+    from diffusers import DDPMScheduler
+
+    return dict(DDPMScheduler().config)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_image_i_is_the_same_for_batch_size_1_and_8(unet16, sched_cfg, scheduler):
+    seeds = list(range(100, 108))
+    batched = generate_seeds(unet16, sched_cfg, seeds, steps=3, scheduler=scheduler)  # (8, 3, 16, 16)
+    singles = torch.cat([generate_seeds(unet16, sched_cfg, [s], steps=3, scheduler=scheduler) for s in seeds])
+    assert batched.shape == (8, 3, 16, 16)
+    torch.testing.assert_close(batched, singles, atol=1e-4, rtol=1e-4)
+    # the seeds matter: different images get different noise
+    assert (batched[0] - batched[1]).abs().max() > 0.05
+
+    # the public uint8 API: batch 8 vs batch 2 starting at image 5, and vs the single-image floats
+    b = generate(unet16, sched_cfg, num_images=8, seed=100, batch_size=8, steps=3, scheduler=scheduler)
+    c = generate(unet16, sched_cfg, num_images=3, seed=100, batch_size=2, steps=3, scheduler=scheduler, start_index=5)
+    a = ((singles / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    assert b.dtype == np.uint8 and b.shape == (8, 16, 16, 3)
+    assert np.abs(a.astype(int) - b).max() <= 1  # rounding to uint8 may flip at a .5 boundary
+    assert np.abs(b[5:].astype(int) - c).max() <= 1
+
+
+def test_ddpm_step_noise_comes_from_each_image_generator(unet16, sched_cfg):
+    """DDPM is stochastic at every step: were its noise drawn from a shared generator, image 1 would change
+    with the batch it is in."""
+    together = generate_seeds(unet16, sched_cfg, [7, 8, 9], steps=4, scheduler="ddpm")
+    alone = generate_seeds(unet16, sched_cfg, [8], steps=4, scheduler="ddpm")
+    torch.testing.assert_close(together[1:2], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_cli_writes_valid_64x64_pngs_for_each_scheduler(pipeline64, tmp_path, scheduler, capsys):
+    out = tmp_path / "samples"
+    rc = main(["--model", str(pipeline64), "--num-images", "3", "--out", str(out), "--scheduler", scheduler,
+               "--steps", "2", "--batch-size", "2", "--seed", "5", "--no-progress"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["00001.png", "00002.png", "00003.png"]
+    imgs = []
+    for n in names:
+        with Image.open(out / n) as im:
+            assert im.format == "PNG" and im.size == (64, 64) and im.mode == "RGB"
+            imgs.append(np.array(im))
+    info = json.loads((out / "sample_info.json").read_text())
+    assert info["scheduler"] == scheduler and info["steps"] == 2 and info["seed"] == 5
+    assert "wrote 3" in capsys.readouterr().out
+    # file i holds the image of seed + i - 1, as the library makes it
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(pipeline64, subfolder="unet")
+    cfg = json.loads((pipeline64 / "scheduler" / "scheduler_config.json").read_text())
+    ref = generate(unet, cfg, num_images=3, seed=5, batch_size=3, steps=2, scheduler=scheduler)
+    assert np.abs(np.stack(imgs).astype(int) - ref).max() <= 1
+
+
+def test_rerun_skips_existing_and_resumes_identically(unet16, sched_cfg, tmp_path):
+    out = tmp_path / "s"
+    first = write_samples(unet16, sched_cfg, out, num_images=3, seed=1, batch_size=2, steps=2, progress=False)
+    assert first["written"] == 3 and first["skipped"] == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    mtime1 = (out / "00001.png").stat().st_mtime_ns
+    (out / "00002.png").unlink()  # an interrupted run lost this one
+    second = write_samples(unet16, sched_cfg, out, num_images=4, seed=1, batch_size=2, steps=2, progress=False)
+    assert second["written"] == 2 and second["skipped"] == 2
+    assert (out / "00001.png").stat().st_mtime_ns == mtime1  # not rewritten
+    assert (out / "00002.png").read_bytes() == before["00002.png"]  # regenerated bit for bit
+    assert sorted(p.name for p in out.glob("*.png")) == ["00001.png", "00002.png", "00003.png", "00004.png"]
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_ranks_write_disjoint_shares_that_match_one_process(unet16, sched_cfg, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_samples(unet16, sched_cfg, one, num_images=5, seed=3, batch_size=4, steps=2, progress=False)
+    r0 = write_samples(unet16, sched_cfg, two, num_images=5, seed=3, batch_size=4, steps=2, rank=0, world_size=2,
+                       progress=False)  # fmt: skip
+    r1 = write_samples(unet16, sched_cfg, two, num_images=5, seed=3, batch_size=4, steps=2, rank=1, world_size=2,
+                       progress=False)  # fmt: skip
+    assert (r0["written"], r1["written"]) == (3, 2)
+    for p in sorted(one.glob("*.png")):
+        a = np.array(Image.open(p)).astype(int)
+        b = np.array(Image.open(two / p.name)).astype(int)
+        assert np.abs(a - b).max() <= 1, p.name
+
+
+def test_rerun_with_other_settings_is_refused(unet16, sched_cfg, tmp_path):
+    write_samples(unet16, sched_cfg, tmp_path, num_images=1, seed=0, steps=2, progress=False)
+    with pytest.raises(SampleError, match=r"steps=2 \(now 3\).*new --out"):
+        write_samples(unet16, sched_cfg, tmp_path, num_images=1, seed=0, steps=3, progress=False)
+
+
+def test_missing_model_is_a_one_line_error(tmp_path, capsys):
+    rc = main(["--model", str(tmp_path / "nope"), "--num-images", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert "nope" in err and "no such folder" in err and "pipeline" in err
+
+
+def test_folder_without_pipeline_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["--model", str(tmp_path / "empty"), "--num-images", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "needs unet/ and scheduler/" in capsys.readouterr().err
+
+
+def test_run_dir_is_resolved_to_its_pipeline(tmp_path):
+    from training.sample import load_model
+
+    export_tiny_pipeline(tmp_path / "run" / "pipeline", 16)
+    unet, cfg, source = load_model(str(tmp_path / "run"))
+    assert source.endswith("pipeline") and unet.config.sample_size == 16 and cfg["num_train_timesteps"] == 1000
+
+
+def test_image_grid_tiles_images():
+    imgs = np.stack([np.full((4, 4, 3), k, np.uint8) for k in range(5)])
+    grid = image_grid(imgs, ncols=3, pad=1)
+    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+    assert grid[1, 1, 0] == 0 and grid[1, 6, 0] == 1 and grid[6, 6, 0] == 4 and grid[6, 11, 0] == 255
+
+
+@pytest.mark.slow
+def test_two_processes_via_accelerate_write_their_shares(tmp_path):
+    """`accelerate launch` with 2 CPU processes: each rank writes i % 2 == rank; together they equal 1 process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pipe = export_tiny_pipeline(tmp_path / "pipeline", 16)
+    out = tmp_path / "two"
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.sample", "--model", str(pipe),
+           "--num-images", "5", "--out", str(out), "--steps", "2", "--batch-size", "2", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rank 0/2: wrote 3" in proc.stdout and "rank 1/2: wrote 2" in proc.stdout
+    from training.sample import load_model
+
+    unet, cfg, _ = load_model(str(pipe))
+    ref = generate(unet, cfg, num_images=5, seed=0, batch_size=5, steps=2, scheduler="ddim")
+    got = np.stack([np.array(Image.open(out / f"{i:05d}.png")) for i in range(1, 6)])
+    assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+def test_bf16_autocast_path_stays_close_to_fp32(unet16, sched_cfg):
+    a = generate(unet16, sched_cfg, num_images=4, seed=0, batch_size=4, steps=3, scheduler="ddim")
+    b = generate(unet16, sched_cfg, num_images=4, seed=0, batch_size=4, steps=3, scheduler="ddim", dtype="bf16")
+    assert next(unet16.parameters()).dtype == torch.float32  # the caller's weights are left alone
+    assert b.shape == a.shape and 0 < np.abs(a.astype(int) - b).mean() < 5
+    with pytest.raises(SampleError, match="use fp32, bf16 or fp16"):
+        generate(unet16, sched_cfg, num_images=1, seed=0, batch_size=1, steps=1, dtype="int8")
+
+
+def test_unreachable_hub_id_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["--model", "someone/no-such-model", "--num-images", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "someone/no-such-model" in err and "HF_HUB_OFFLINE" in err and "pipeline folder" in err

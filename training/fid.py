@@ -1,0 +1,557 @@
+"""FID and KID with clean-fid's "clean" protocol, reference statistics cached per dataset split.
+
+Protocol: every image (uint8 RGB) goes through clean-fid's "clean" resize to 299x299 (PIL bicubic on float
+channels) and a feature extractor (training/features.py): clean-fid's Inception-v3 (comparable to published
+clean-fid figures) or, with ``--substitute``, a fixed random network for offline smoke runs whose every figure is
+labelled "substitute features: not comparable to published FID" (``comparable: false``).
+FID is the Frechet distance between Gaussians fitted to the two feature sets (matrix square root by
+``scipy.linalg.sqrtm``, as clean-fid does); KID is the unbiased polynomial-kernel MMD^2 ``k(x, y) = (x.y / d + 1)^3``
+averaged over 100 random subsets of at most 1000 images (clean-fid's ``kernel_distance``, with a fixed seed).
+
+The reference ``--ref`` is either ``DATASET_DIR[:split]`` (a ``datasets.save_to_disk`` folder with an ``image``
+column, docs/contracts.md section 3; default split ``test``) or a folder of images. The reference features of a
+dataset split are computed once and cached in ``--cache-dir`` (default ``~/.cache/ptt-faces/fid``) under a key of
+the split's fingerprint, the mode and the feature extractor.
+
+Output contract (docs/contracts.md section 6): ``{fid, kid, mode, feature_extractor, comparable, n_gen, n_ref, ref}``
+printed and written with ``--out-json``; substitute results also carry ``note``.
+
+Example::
+
+    ptt-fid --gen samples/ --ref demo_out/dataset:test --out-json samples/fid.json
+    ptt-fid --gen samples/ --ref demo_out/dataset --substitute          # offline smoke run, not comparable
+    ptt-fid sweep --model runs/demo/pipeline --ref demo_out/dataset --scheduler ddim --steps 10,20,50 --substitute
+
+Library::
+
+    from training.fid import evaluate, frechet_distance
+    res = evaluate(images_uint8_nhwc, "demo_out/dataset:test", extractor="substitute")
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from scipy import linalg
+
+from training.features import SUBSTITUTE_LABEL, InceptionMissingError, extractor_name
+from training.sample import SampleError
+
+__all__ = [
+    "FidError",
+    "evaluate",
+    "extract_features",
+    "feature_stats",
+    "format_result",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "list_image_files",
+    "main",
+    "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+MODE = "clean"
+# clean-fid's cleanfid.utils.EXTENSIONS, so a folder yields the same files for us and for compute_fid.
+IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp", "JPEG", "JPG", "PNG"}
+
+
+class FidError(RuntimeError):
+    """Bad input to FID (missing folder, split, too few images); the message names it and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------- pure math
+
+
+def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` of ``(N, D)`` features, in float64."""
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise FidError(f"need at least 2 feature vectors of shape (N, D), got {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)); as clean-fid's ``frechet_distance`` (D. Sutherland's form)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise FidError(f"feature sizes differ: {mu1.shape} vs {mu2.shape}; use the same extractor for both sets")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        # near-singular product (fewer images than feature dimensions): regularise as clean-fid does
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise FidError(f"FID: matrix square root has an imaginary part {np.max(np.abs(covmean.imag)):.3g}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def kernel_inception_distance(
+    feats1: np.ndarray, feats2: np.ndarray, *, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0
+) -> float:
+    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets (clean-fid's KID)."""
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    n = f1.shape[1]
+    m = min(f1.shape[0], f2.shape[0], max_subset_size)
+    if m < 2:
+        raise FidError("KID needs at least 2 images in each set")
+    rng = np.random.default_rng(seed)
+    # With whole sets the estimate does not depend on the draw: one subset is enough.
+    subsets = 1 if m == f1.shape[0] == f2.shape[0] else num_subsets
+    t = 0.0
+    for _ in range(subsets):
+        x = f2[rng.choice(f2.shape[0], m, replace=False)]
+        y = f1[rng.choice(f1.shape[0], m, replace=False)]
+        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+        b = (x @ y.T / n + 1) ** 3
+        t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+    return float(t / subsets / m)
+
+
+# --------------------------------------------------------------------------------------- images and features
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted by path, as clean-fid lists them."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix[1:] in IMAGE_EXTENSIONS)
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
+def extract_features(images: Iterable[np.ndarray], fn: Callable, *, batch_size: int = 32, progress=None) -> np.ndarray:
+    """Features ``(N, D)`` float32 of uint8 ``(H, W, 3)`` images through clean-fid's clean resize and ``fn``."""
+    import torch
+
+    from training.features import clean_resize
+
+    feats, batch = [], []
+
+    def flush():
+        x = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())  # (B, 3, 299, 299) in [0, 255]
+        f = fn(x)
+        feats.append(f.detach().cpu().numpy() if hasattr(f, "detach") else np.asarray(f))
+        batch.clear()
+
+    for img in images:
+        batch.append(clean_resize(np.asarray(img, dtype=np.uint8)))
+        if len(batch) == batch_size:
+            flush()
+            if progress is not None:
+                progress.update(batch_size)
+    if batch:
+        n = len(batch)
+        flush()
+        if progress is not None:
+            progress.update(n)
+    if not feats:
+        raise FidError("no images to extract features from")
+    return np.concatenate(feats).astype(np.float32)
+
+
+def _parse_ref(ref: str) -> tuple[Path, str | None]:
+    """``DIR`` or ``DIR:split`` -> (path, split or None); a path that exists as given wins over the colon."""
+    path = Path(ref)
+    if path.exists():
+        return path, None
+    head, sep, split = ref.rpartition(":")
+    if sep and head and Path(head).exists():
+        return Path(head), split
+    raise FidError(
+        f"--ref {ref}: no such folder; pass the curated dataset (DATASET_DIR[:split], written by ptt-curate) "
+        f"or a folder of images"
+    )
+
+
+def _is_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def _load_split(path: Path, split: str | None):
+    import datasets
+
+    obj = datasets.load_from_disk(str(path))
+    if isinstance(obj, datasets.DatasetDict):
+        split = split or "test"
+        if split not in obj:
+            raise FidError(f"--ref {path}:{split}: no split {split!r}; it has {', '.join(obj)}")
+        ds = obj[split]
+    else:
+        ds, split = obj, split or "all"
+    if "image" not in ds.column_names:
+        raise FidError(f"--ref {path}: no 'image' column (has {', '.join(ds.column_names)}); see docs/contracts.md")
+    return ds, split
+
+
+def _iter_dataset_images(ds, chunk: int = 256) -> Iterator[np.ndarray]:
+    col = ds.select_columns(["image"])
+    for lo in range(0, len(col), chunk):
+        for im in col[lo : lo + chunk]["image"]:
+            yield np.array(im.convert("RGB"))
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("PTT_CACHE_DIR"):
+        return Path(os.environ["PTT_CACHE_DIR"]) / "fid"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ptt-faces" / "fid"
+
+
+def _save_npz_atomic(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def reference_features(ref: str, fn: Callable, extractor: str, *, cache_dir=None, progress: bool = False):
+    """(features, n_ref, description) of ``ref``; a dataset split's features are cached by fingerprint."""
+    from tqdm.auto import tqdm
+
+    path, split = _parse_ref(ref)
+    if _is_dataset_dir(path):
+        ds, split = _load_split(path, split)
+        fingerprint = getattr(ds, "_fingerprint", None) or hashlib.sha1(str(path.resolve()).encode()).hexdigest()
+        key = f"ref-{fingerprint}-{MODE}-{extractor_name(extractor)}"
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cached = cache / f"{key}.npz"
+        desc = f"{path}:{split}"
+        if cached.is_file():
+            with np.load(cached) as z:
+                log.info("reference features from cache %s", cached)
+                return z["feats"], int(z["feats"].shape[0]), desc
+        if len(ds) < 2:
+            raise FidError(f"--ref {desc}: has {len(ds)} images; FID needs at least 2")
+        with tqdm(total=len(ds), desc=f"features {desc}", unit="img", disable=not progress) as bar:
+            feats = extract_features(_iter_dataset_images(ds), fn, progress=bar)
+        _save_npz_atomic(cached, feats=feats, mu=feats.mean(0), sigma=np.cov(feats.astype(np.float64), rowvar=False))
+        return feats, int(feats.shape[0]), desc
+    if split is not None:
+        raise FidError(f"--ref {ref}: {path} is not a datasets folder, so it has no split {split!r}")
+    files = list_image_files(path)
+    if len(files) < 2:
+        raise FidError(f"--ref {path}: found {len(files)} images; FID needs at least 2")
+    with tqdm(total=len(files), desc=f"features {path}", unit="img", disable=not progress) as bar:
+        feats = extract_features((_load_rgb(f) for f in files), fn, progress=bar)
+    return feats, len(files), str(path)
+
+
+def _gen_images(gen, num_images: int | None) -> tuple[Iterable[np.ndarray], int]:
+    if isinstance(gen, np.ndarray):
+        if gen.ndim != 4 or gen.shape[-1] != 3 or gen.dtype != np.uint8:
+            raise FidError(f"generated images must be uint8 (N, H, W, 3), got {gen.dtype} {gen.shape}")
+        n = gen.shape[0] if num_images is None else num_images
+        if gen.shape[0] < n:
+            raise FidError(f"asked for {n} generated images but got {gen.shape[0]}")
+        return list(gen[:n]), n
+    folder = Path(gen)
+    if not folder.is_dir():
+        raise FidError(f"--gen {gen}: no such folder; write samples first with `ptt-sample --out {gen} ...`")
+    files = list_image_files(folder)
+    n = len(files) if num_images is None else num_images
+    if len(files) < n:
+        raise FidError(
+            f"--gen {gen}: found {len(files)} images, --num-images asks for {n}; "
+            f"run `ptt-sample --out {gen} --num-images {n} ...` first (it resumes)"
+        )
+    return (_load_rgb(f) for f in files[:n]), n
+
+
+def evaluate(
+    gen_images: np.ndarray | str,
+    ref: str,
+    *,
+    extractor: str = "inception",
+    inception_path=None,
+    cache_dir=None,
+    device=None,
+    num_images=None,
+    progress: bool = False,
+    _fn: Callable | None = None,
+) -> dict:
+    """FID/KID of generated images (uint8 NHWC array or folder) against ``ref``; see the module docstring."""
+    import torch
+
+    from training.features import build_extractor
+
+    extractor_name(extractor)  # validates the name before any work
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    images, n = _gen_images(gen_images, num_images)
+    if n < 2:
+        raise FidError(f"FID needs at least 2 generated images, got {n}")
+    fn = _fn or build_extractor(extractor, inception_path=inception_path, device=device)
+    ref_feats, n_ref, ref_desc = reference_features(ref, fn, extractor, cache_dir=cache_dir, progress=progress)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc="features generated", unit="img", disable=not progress) as bar:
+        gen_feats = extract_features(images, fn, progress=bar)
+    fid = frechet_distance(*feature_stats(gen_feats), *feature_stats(ref_feats))
+    kid = kernel_inception_distance(gen_feats, ref_feats)
+    result = {
+        "fid": fid,
+        "kid": kid,
+        "mode": MODE,
+        "feature_extractor": extractor_name(extractor),
+        "comparable": extractor == "inception",
+        "n_gen": int(gen_feats.shape[0]),
+        "n_ref": n_ref,
+        "ref": ref_desc,
+    }
+    if extractor != "inception":
+        result["note"] = SUBSTITUTE_LABEL
+    return result
+
+
+def format_result(res: dict) -> str:
+    """One line for logs and summaries; substitute figures carry their label."""
+    line = (
+        f"FID {res['fid']:.3f}  KID {res['kid']:.5f}  ({res['mode']}, {res['feature_extractor']}, "
+        f"{res['n_gen']} generated vs {res['n_ref']} reference {res['ref']})"
+    )
+    if not res.get("comparable", False):
+        line += f"  [{SUBSTITUTE_LABEL}]"
+    return line
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------- sweep
+
+
+def sweep(
+    model: str,
+    ref: str,
+    out: str | os.PathLike,
+    *,
+    scheduler: str = "ddim",
+    steps: list[int],
+    num_images: int = 1000,
+    batch_size: int = 64,
+    seed: int = 0,
+    extractor: str = "inception",
+    inception_path=None,
+    cache_dir=None,
+    device=None,
+    dtype=None,
+) -> list[dict]:
+    """FID against sampler steps: writes sweep.csv, sweep.md and sweep.png into ``out``; returns the rows."""
+    import torch
+
+    from training.features import build_extractor
+    from training.sample import generate, load_model
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fn = build_extractor(extractor, inception_path=inception_path, device=device)
+    unet, sched_cfg, source = load_model(model, device=device)
+    rows = []
+    for s in steps:
+        generate(
+            unet,
+            sched_cfg,
+            num_images=min(2, num_images),
+            seed=seed,
+            batch_size=batch_size,
+            steps=1,
+            scheduler=scheduler,
+            device=device,
+            dtype=dtype,
+        )  # warm-up, so the first row's time is fair
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        imgs = generate(
+            unet,
+            sched_cfg,
+            num_images=num_images,
+            seed=seed,
+            batch_size=batch_size,
+            steps=s,
+            scheduler=scheduler,
+            device=device,
+            dtype=dtype,
+        )
+        sec = (time.perf_counter() - t0) / num_images
+        res = evaluate(imgs, ref, extractor=extractor, cache_dir=cache_dir, device=device, _fn=fn)
+        row = {
+            "scheduler": scheduler,
+            "steps": s,
+            "num_images": num_images,
+            "sec_per_image": sec,
+            "fid": res["fid"],
+            "kid": res["kid"],
+            "feature_extractor": res["feature_extractor"],
+            "comparable": res["comparable"],
+            "ref": res["ref"],
+            "model": source,
+        }
+        log.info("%s %d steps: %.4f s/img, %s", scheduler, s, sec, format_result(res))
+        rows.append(row)
+    _write_sweep(Path(out), rows)
+    return rows
+
+
+def _write_sweep(out: Path, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    _write_text_atomic(out / "sweep.csv", buf.getvalue())
+    label = "" if rows[0]["comparable"] else f"\n\n**{SUBSTITUTE_LABEL}** ({rows[0]['feature_extractor']})."
+    md = [
+        f"FID sweep of `{rows[0]['model']}` against `{rows[0]['ref']}`, {rows[0]['num_images']} images, "
+        f"clean-fid clean protocol, {rows[0]['feature_extractor']}.{label}",
+        "",
+        "| scheduler | steps | s / image | FID | KID |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['scheduler']} | {r['steps']} | {r['sec_per_image']:.4f} | {r['fid']:.3f} | {r['kid']:.5f} |"
+        for r in rows
+    ]
+    _write_text_atomic(out / "sweep.md", "\n".join(md) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [r["steps"] for r in rows]
+    fids = [r["fid"] for r in rows]
+    ax1.plot(steps, fids, "o-")
+    ax1.set_xscale("log")
+    ax1.set_xticks(steps, [str(n) for n in steps])
+    ax1.minorticks_off()
+    ax1.set_xlabel("sampler steps")
+    ax1.set_ylabel("FID")
+    ax2.plot([r["sec_per_image"] for r in rows], fids, "o-")
+    for r in rows:
+        ax2.annotate(str(r["steps"]), (r["sec_per_image"], r["fid"]))
+    ax2.set_xlabel("seconds per image")
+    ax2.set_ylabel("FID")
+    title = f"{rows[0]['scheduler']}, {rows[0]['num_images']} images"
+    if not rows[0]["comparable"]:
+        title += f"\n{SUBSTITUTE_LABEL}"
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = out / f".sweep.png.tmp-{os.getpid()}"
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out / "sweep.png")
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ptt-fid", description="FID/KID (clean-fid clean protocol). Also: `ptt-fid sweep --help`."
+    )
+    p.add_argument("--gen", required=True, help="folder of generated images (ptt-sample --out)")
+    p.add_argument("--ref", required=True, help="DATASET_DIR[:split] (default split test) or a folder of images")
+    p.add_argument("--num-images", type=int, default=None, help="use the first N generated images (default all)")
+    _common(p)
+    p.add_argument("--out-json", default=None, help="also write the result as JSON here")
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inception", default=None, help="path of inception-2015-12-05.pt (default: clean-fid's place)")
+    p.add_argument("--substitute", action="store_true", help="offline substitute features (NOT comparable FID)")
+    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ptt-faces/fid)")
+    p.add_argument("--device", default=None)
+
+
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptt-fid sweep", description="FID against sampler steps: CSV, Markdown, PNG.")
+    p.add_argument("--model", required=True, help="exported pipeline folder or Hub id")
+    p.add_argument("--ref", required=True)
+    p.add_argument("--scheduler", default="ddim", choices=("ddpm", "ddim", "dpmsolver++", "unipc"))
+    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated step counts")
+    p.add_argument("--num-images", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="sweep_out", help="folder for sweep.csv, sweep.md, sweep.png")
+    _common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    extractor_of = lambda a: "substitute" if a.substitute else "inception"  # noqa: E731
+    try:
+        if argv[:1] == ["sweep"]:
+            a = _sweep_parser().parse_args(argv[1:])
+            try:
+                steps = [int(s) for s in a.steps.split(",") if s.strip()]
+            except ValueError:
+                raise FidError(f"--steps {a.steps!r}: give comma-separated integers, e.g. 10,20,50") from None
+            rows = sweep(
+                a.model,
+                a.ref,
+                a.out,
+                scheduler=a.scheduler,
+                steps=steps,
+                num_images=a.num_images,
+                batch_size=a.batch_size,
+                seed=a.seed,
+                extractor=extractor_of(a),
+                inception_path=a.inception,
+                cache_dir=a.cache_dir,
+                device=a.device,
+            )
+            print((Path(a.out) / "sweep.md").read_text(encoding="utf-8"))
+            print(f"ptt-fid sweep: {len(rows)} rows -> {a.out}/sweep.csv, sweep.md, sweep.png")
+            return 0
+        a = _main_parser().parse_args(argv)
+        res = evaluate(
+            a.gen,
+            a.ref,
+            extractor=extractor_of(a),
+            inception_path=a.inception,
+            cache_dir=a.cache_dir,
+            device=a.device,
+            num_images=a.num_images,
+            progress=True,
+        )
+    except (FidError, InceptionMissingError, SampleError) as exc:
+        print(f"ptt-fid: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_result(res))
+    if a.out_json:
+        _write_text_atomic(Path(a.out_json), json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Push an exported pipeline to the Hugging Face Hub: an allow-list of files plus a fresh model card.
+
+Only these files of the exported folder (docs/contracts.md section 5) are uploaded: ``model_index.json``,
+``unet/config.json``, ``unet/*.safetensors`` (and a shard index), ``scheduler/scheduler_config.json``,
+``training_config.yaml``, ``metrics.json``, ``sample_grid.png``; ``README.md`` is regenerated from them by
+``training.modelcard``. Anything else -- optimizer state, ``checkpoints/``, RNG states, pickled ``.bin`` weights --
+is never uploaded, and the command lists what it skipped. A run directory may be given: its ``pipeline/`` is used.
+
+The token comes from the usual huggingface_hub login (``hf auth login``) or ``HF_TOKEN``; it is never printed.
+Offline (``HF_HUB_OFFLINE=1``) or without a token the command stops with a one-line error. When the folder has no
+``sample_grid.png``, 16 images are sampled (DDIM, 50 steps) for the card unless ``--no-grid`` is given.
+
+Example::
+
+    ptt-push --model runs/demo/pipeline --repo USER/ptt-faces --private --dry-run   # lists what would go up
+    ptt-push --model runs/demo/pipeline --repo USER/ptt-faces --private
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["ALLOWED_PATTERNS", "PushError", "main", "push", "select_files"]
+
+ALLOWED_PATTERNS = (
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model*.safetensors",
+    "unet/diffusion_pytorch_model.safetensors.index.json",
+    "scheduler/scheduler_config.json",
+    "training_config.yaml",
+    "metrics.json",
+    "sample_grid.png",
+)
+REQUIRED = ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
+
+
+class PushError(RuntimeError):
+    """The push cannot go ahead (bad folder, no token, offline, Hub error); the message says what to do."""
+
+
+def _resolve_folder(model: str | os.PathLike) -> Path:
+    path = Path(model)
+    run_pipeline = path / "pipeline"
+    if path.is_dir() and not (path / "model_index.json").is_file() and (run_pipeline / "model_index.json").is_file():
+        path = run_pipeline
+    if not path.is_dir():
+        raise PushError(f"--model {model}: no such folder; pass the exported pipeline folder (<run_dir>/pipeline)")
+    return path
+
+
+def select_files(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(files to upload, files skipped), as sorted POSIX paths relative to ``folder``; README.md is regenerated."""
+    folder = Path(folder)
+    upload, skipped = [], []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if rel == "README.md":
+            continue  # replaced by a freshly written card
+        (upload if any(fnmatch.fnmatchcase(rel, pat) for pat in ALLOWED_PATTERNS) else skipped).append(rel)
+    missing = [r for r in REQUIRED if r not in upload]
+    if not any(r.startswith("unet/") and r.endswith(".safetensors") for r in upload):
+        missing.append("unet/diffusion_pytorch_model.safetensors")
+    if missing:
+        hint = (
+            " (only pickled .bin weights found: re-export with safe_serialization=True)"
+            if any(s.startswith("unet/") and s.endswith(".bin") for s in skipped)
+            else ""
+        )
+        raise PushError(
+            f"{folder}: not an exported pipeline, missing {', '.join(missing)}{hint}; export it with "
+            f"training/export.py (accelerate launch training/train.py ... writes <run_dir>/pipeline)"
+        )
+    return upload, skipped
+
+
+def _sample_grid_png(folder: Path) -> bytes:
+    """16 samples (DDIM, 50 steps, seed 0) as a 4x4 PNG grid, for a card whose folder has no grid."""
+    from PIL import Image
+
+    from training.sample import generate, image_grid, load_model
+
+    unet, sched_cfg, _ = load_model(str(folder))
+    imgs = generate(unet, sched_cfg, num_images=16, seed=0, batch_size=16, steps=50, scheduler="ddim")
+    buf = io.BytesIO()
+    Image.fromarray(image_grid(imgs, 4)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _token() -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+    if offline:
+        raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it on a machine that reaches the Hub")
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise PushError("no Hugging Face token; run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN")
+    return token
+
+
+def push(
+    model: str | os.PathLike,
+    repo: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    grid: bool = True,
+    commit_message: str = "Upload ptt-faces DDPM pipeline",
+) -> dict:
+    """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
+    from training.modelcard import GRID_NAME, card_text, read_config, read_metrics
+
+    if "/" not in repo or repo.count("/") != 1 or not all(repo.split("/")):
+        raise PushError(f"--repo {repo!r}: give it as USER/NAME (or ORG/NAME)")
+    folder = _resolve_folder(model)
+    upload, skipped = select_files(folder)
+    sample_grid = GRID_NAME not in upload and grid  # the card shows a grid; sample one when the folder has none
+    grid_bytes = _sample_grid_png(folder) if sample_grid and not dry_run else None
+    has_grid = GRID_NAME in upload or sample_grid
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    card = card_text(
+        metrics=read_metrics(None, folder), config=read_config(None, folder), has_grid=has_grid, unet_config=unet_cfg
+    )
+    files = sorted(upload + ["README.md"] + ([GRID_NAME] if sample_grid else []))
+    summary = {
+        "repo": repo,
+        "private": private,
+        "folder": str(folder),
+        "files": files,
+        "skipped": skipped,
+        "dry_run": dry_run,
+        "card": card,
+    }
+    if dry_run:
+        return summary
+    token = _token()
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in upload]
+    ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    if grid_bytes is not None:
+        ops.append(CommitOperationAdd(path_in_repo=GRID_NAME, path_or_fileobj=grid_bytes))
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        info = api.create_commit(repo, ops, commit_message=commit_message, repo_type="model")
+    except Exception as exc:  # noqa: BLE001 - any Hub/network failure becomes one line, with the token scrubbed
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(token, "***")
+        raise PushError(f"push to {repo} failed: {type(exc).__name__}: {msg}") from None
+    summary["url"] = str(getattr(info, "commit_url", None) or url)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ptt-push", description="Upload an exported pipeline with its model card.")
+    p.add_argument("--model", required=True, help="exported pipeline folder (<run_dir>/pipeline) or the run dir")
+    p.add_argument("--repo", required=True, help="USER/NAME on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", action="store_true", help="list the files and print the card; upload nothing")
+    p.add_argument("--no-grid", action="store_true", help="do not sample a grid when the folder has none")
+    a = p.parse_args(argv)
+    try:
+        s = push(a.model, a.repo, private=a.private, dry_run=a.dry_run, grid=not a.no_grid)
+    except PushError as exc:
+        print(f"ptt-push: error: {exc}", file=sys.stderr)
+        return 2
+    verb = "would upload" if s["dry_run"] else "uploaded"
+    print(
+        f"ptt-push: {verb} {len(s['files'])} files from {s['folder']} to {s['repo']}"
+        + (" (private)" if s["private"] else "")
+    )
+    for f in s["files"]:
+        print(f"  + {f}")
+    for f in s["skipped"]:
+        print(f"  - {f} (not on the allow-list: never uploaded)")
+    if s.get("url"):
+        print(f"ptt-push: {s['url']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Sampling from an exported DDPM pipeline with diffusers' schedulers; one seed per image.
+
+Image *i* (0-based, written as ``f"{i + 1:05d}.png"``) depends only on ``seed + i``: its initial noise and, for
+stochastic samplers (DDPM, DDIM with eta > 0), every step's noise come from its own ``torch.Generator`` on the CPU.
+So image *i* is the same whatever the batch size, the number of processes or an interrupted-and-resumed run.
+
+Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...`` 64x64 (the UNet's
+``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
+model, sampler, steps, seed and dtype; a rerun with other settings into the same folder is refused so runs never
+mix, and a rerun with the same settings skips images already written.
+
+Samplers (``--scheduler``), each built from the pipeline's own ``scheduler/scheduler_config.json``:
+``ddpm`` (DDPMScheduler, ancestral, 1000 steps as trained), ``ddim`` (DDIMScheduler, eta 0),
+``dpmsolver++`` (DPMSolverMultistepScheduler, algorithm ``dpmsolver++``), ``unipc`` (UniPCMultistepScheduler).
+
+Example (CLI; several processes split the images, rank r writes every index i with i % world_size == r)::
+
+    ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/ --scheduler ddim --steps 50
+    accelerate launch -m training.sample --model USER/ptt-faces --num-images 10000 --out s/ --dtype bf16
+
+Example (library; what the trainer calls)::
+
+    from diffusers import UNet2DModel
+    from training.sample import generate
+    unet = UNet2DModel.from_pretrained("runs/demo/pipeline", subfolder="unet")
+    imgs = generate(unet, {"num_train_timesteps": 1000}, num_images=8, seed=0, batch_size=8, steps=20)
+    print(imgs.shape, imgs.dtype)   # (8, 64, 64, 3) uint8
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "SCHEDULERS",
+    "SampleError",
+    "build_scheduler",
+    "generate",
+    "generate_seeds",
+    "image_grid",
+    "load_model",
+    "main",
+    "write_samples",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 20, "unipc": 20}
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_IMAGE_NAME_RE = re.compile(r"^(\d{5,})\.png$")
+
+
+class SampleError(RuntimeError):
+    """Bad input to sampling (model, output folder, options); the message names it and the fix."""
+
+
+def build_scheduler(name: str, scheduler_config: dict):
+    """A fresh diffusers scheduler of kind ``name`` from a pipeline's scheduler config (a dict)."""
+    import diffusers
+
+    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    if name == "ddpm":
+        return diffusers.DDPMScheduler.from_config(config)
+    if name == "ddim":
+        return diffusers.DDIMScheduler.from_config(config)
+    if name == "dpmsolver++":
+        return diffusers.DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    if name == "unipc":
+        return diffusers.UniPCMultistepScheduler.from_config(config)
+    raise SampleError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def _dtype(dtype):
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    if dtype not in names:
+        raise SampleError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+    return names[dtype]
+
+
+def _sample_shape(unet) -> tuple[int, int, int]:
+    size = unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return int(unet.config.in_channels), int(h), int(w)
+
+
+def generate_seeds(
+    unet,
+    scheduler_config: dict,
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    scheduler: str = "ddim",
+    device=None,
+    dtype=None,
+):
+    """Sample one image per seed in a single batch; returns float32 ``(B, C, H, W)`` in [-1, 1] on the CPU.
+
+    The UNet runs in ``dtype`` (its own weights when they already have it, else under autocast); the
+    scheduler arithmetic stays in float32.
+    """
+    import torch
+
+    device = torch.device(device) if device is not None else next(unet.parameters()).device
+    dtype = _dtype(dtype)
+    sched = build_scheduler(scheduler, scheduler_config)
+    sched.set_timesteps(int(steps), device=device)
+    c, h, w = _sample_shape(unet)
+    # One CPU generator per image: its initial noise, then its per-step noise (DDPM), in this order.
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    x = torch.cat([torch.randn((1, c, h, w), generator=g) for g in gens]).to(device)  # (B, C, H, W)
+    x = x * sched.init_noise_sigma
+    step_kwargs = {"generator": gens} if "generator" in inspect.signature(sched.step).parameters else {}
+    param_dtype = next(unet.parameters()).dtype
+    # Autocast only when asked for a lower precision than the weights have; inputs always match the weights.
+    use_autocast = dtype is not None and dtype not in (param_dtype, torch.float32)
+    with torch.inference_mode():
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(x, t).to(param_dtype)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=use_autocast):
+                out = unet(inp, t).sample
+            # per-image generators: DDPM's step noise for image i comes from gens[i] whatever the batch
+            x = sched.step(out.float(), t, x, **step_kwargs).prev_sample
+    return x.float().cpu()
+
+
+def _to_uint8(x) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded as diffusers' pipelines do."""
+    img = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return (img * 255).round().astype(np.uint8)
+
+
+def generate(
+    unet,
+    scheduler_config: dict,
+    *,
+    num_images: int,
+    seed: int,
+    batch_size: int,
+    steps: int,
+    scheduler: str = "ddim",
+    device=None,
+    dtype=None,
+    start_index: int = 0,
+) -> np.ndarray:
+    """``num_images`` images as uint8 ``(N, H, W, 3)``; image i is seeded with ``seed + start_index + i``."""
+    c = _sample_shape(unet)[0]
+    if c != 3:
+        raise SampleError(f"the UNet has {c} input channels; sampling writes RGB images and needs 3")
+    was_training = unet.training
+    unet.eval()
+    try:
+        out = []
+        for lo in range(0, num_images, batch_size):
+            seeds = [seed + start_index + i for i in range(lo, min(lo + batch_size, num_images))]
+            x = generate_seeds(
+                unet, scheduler_config, seeds, steps=steps, scheduler=scheduler, device=device, dtype=dtype
+            )
+            out.append(_to_uint8(x))
+    finally:
+        unet.train(was_training)
+    if not out:
+        _, h, w = _sample_shape(unet)
+        return np.zeros((0, h, w, 3), np.uint8)
+    return np.concatenate(out)
+
+
+def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 ``(N, H, W, 3)`` images into one ``(rows*(H+pad)+pad, cols*(W+pad)+pad, 3)`` grid (white gaps)."""
+    n, h, w, c = images.shape
+    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
+    nrows = max(1, math.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, ncols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y : y + h, x : x + w] = images[k]
+    return grid
+
+
+def load_model(model: str, *, device=None):
+    """(unet, scheduler_config dict, source) from an exported pipeline folder, a run dir or a Hub id."""
+    from diffusers import UNet2DModel
+
+    path = Path(model)
+    run_pipeline = path / "pipeline"
+    if path.is_dir() and not (path / "model_index.json").is_file() and (run_pipeline / "model_index.json").is_file():
+        path = run_pipeline  # a run directory: use its exported pipeline
+    if path.is_dir():
+        if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
+            raise SampleError(
+                f"--model {model}: no exported pipeline there (needs unet/ and scheduler/); pass the folder "
+                f"training/export.py wrote (<run_dir>/pipeline) or a Hub id USER/NAME"
+            )
+        unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+        cfg_path = path / "scheduler" / "scheduler_config.json"
+        scheduler_config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        source = str(path)
+    elif _HUB_ID_RE.match(model) and not path.exists() and not model.startswith((".", "/")):
+        from diffusers import DDPMScheduler
+
+        try:
+            unet = UNet2DModel.from_pretrained(model, subfolder="unet")
+            scheduler_config = dict(DDPMScheduler.from_pretrained(model, subfolder="scheduler").config)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+                first = "HF_HUB_OFFLINE is set and it is not in the local Hub cache"
+            raise SampleError(
+                f"--model {model}: not a local folder and could not load it from the Hub ({first}); pass an "
+                f"exported pipeline folder (<run_dir>/pipeline) or a reachable Hub id"
+            ) from None
+        source = model
+    else:
+        raise SampleError(
+            f"--model {model}: no such folder; pass an exported pipeline folder (<run_dir>/pipeline, with "
+            f"model_index.json) or a Hub id USER/NAME"
+        )
+    if device is not None:
+        unet.to(device)
+    return unet, scheduler_config, source
+
+
+def _existing_indices(out: Path) -> set[int]:
+    found = set()
+    for p in out.iterdir():
+        m = _IMAGE_NAME_RE.match(p.name)
+        if m:
+            found.add(int(m.group(1)) - 1)
+    return found
+
+
+def _write_png_atomic(img: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    Image.fromarray(img, "RGB").save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _check_info(out: Path, info: dict, *, write: bool) -> None:
+    info_path = out / "sample_info.json"
+    if info_path.is_file():
+        old = json.loads(info_path.read_text(encoding="utf-8"))
+        keys = ("model", "scheduler", "steps", "seed", "dtype")
+        diff = [k for k in keys if old.get(k) != info.get(k)]
+        if diff:
+            what = ", ".join(f"{k}={old.get(k)!r} (now {info.get(k)!r})" for k in diff)
+            raise SampleError(f"{out}: holds samples made with {what}; pass a new --out or delete that folder")
+    if write:
+        tmp = info_path.with_name(info_path.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, info_path)
+
+
+def write_samples(
+    unet,
+    scheduler_config: dict,
+    out: str | os.PathLike,
+    *,
+    num_images: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    steps: int | None = None,
+    scheduler: str = "ddim",
+    device=None,
+    dtype=None,
+    rank: int = 0,
+    world_size: int = 1,
+    model_name: str = "",
+    progress: bool = True,
+) -> dict:
+    """Write this rank's share of ``00001.png`` .. into ``out``, skipping those already there; returns a summary."""
+    from tqdm.auto import tqdm
+
+    if scheduler not in SCHEDULERS:
+        raise SampleError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    steps = int(steps or DEFAULT_STEPS[scheduler])
+    if num_images < 1 or batch_size < 1 or steps < 1:
+        raise SampleError("--num-images, --batch-size and --steps must be at least 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype_name = {None: "fp32"}.get(dtype, str(dtype).replace("torch.", ""))
+    info = {
+        "model": model_name,
+        "scheduler": scheduler,
+        "steps": steps,
+        "seed": seed,
+        "dtype": dtype_name,
+        "num_images": num_images,
+        "image_i_seed": "seed + i - 1 for file i (1-based)",
+    }
+    _check_info(out, info, write=rank == 0)
+    done = _existing_indices(out)
+    mine = [i for i in range(num_images) if i % world_size == rank]
+    todo = [i for i in mine if i not in done]
+    t0 = time.perf_counter()
+    was_training = unet.training
+    unet.eval()
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc=f"sampling ({scheduler}, {steps} steps)",
+        unit="img",
+        disable=not progress,
+    )
+    try:
+        for lo in range(0, len(todo), batch_size):
+            idx = todo[lo : lo + batch_size]
+            x = generate_seeds(
+                unet,
+                scheduler_config,
+                [seed + i for i in idx],
+                steps=steps,
+                scheduler=scheduler,
+                device=device,
+                dtype=dtype,
+            )
+            for i, img in zip(idx, _to_uint8(x), strict=True):
+                _write_png_atomic(img, out / f"{i + 1:05d}.png")
+            bar.update(len(idx))
+    finally:
+        bar.close()
+        unet.train(was_training)
+    seconds = time.perf_counter() - t0
+    return {
+        "out": str(out),
+        "written": len(todo),
+        "skipped": len(mine) - len(todo),
+        "seconds": seconds,
+        "rank": rank,
+        "world_size": world_size,
+        **info,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptt-sample", description="Write 00001.png ... from an exported DDPM pipeline.")
+    p.add_argument("--model", required=True, help="exported pipeline folder (<run_dir>/pipeline) or Hub id USER/NAME")
+    p.add_argument("--num-images", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder (reruns skip images already there)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: ddpm 1000, ddim 50, others 20)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="image i (1-based file) uses seed + i - 1")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="UNet precision (GPU)")
+    p.add_argument("--device", default=None, help="torch device (default: accelerate's device for this process)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        import torch
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        # PartialState only forms a multi-process CPU group when told it is on the CPU (Accelerator reads the flag)
+        cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (args.device or "").startswith("cpu")
+        state = PartialState(cpu=cpu)
+        device = torch.device(args.device) if args.device else state.device
+        dtype = _dtype(args.dtype)
+        unet, scheduler_config, source = load_model(args.model, device=device)
+        if dtype != torch.float32 and device.type == "cuda":
+            unet.to(dtype)  # pure low-precision weights on the GPU; the scheduler math stays fp32
+        summary = write_samples(
+            unet,
+            scheduler_config,
+            args.out,
+            num_images=args.num_images,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            scheduler=args.scheduler,
+            device=device,
+            dtype=None if dtype == torch.float32 else dtype,
+            rank=state.process_index,
+            world_size=state.num_processes,
+            model_name=source,
+            progress=state.is_local_main_process and not args.no_progress,
+        )
+        state.wait_for_everyone()
+    except SampleError as exc:
+        print(f"ptt-sample: error: {exc}", file=sys.stderr)
+        return 2
+    rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0
+    print(
+        f"ptt-sample: rank {summary['rank']}/{summary['world_size']}: wrote {summary['written']}, skipped "
+        f"{summary['skipped']} existing, {rate:.2f} img/s, {summary['scheduler']} {summary['steps']} steps -> "
+        f"{summary['out']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
