@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import machine as _machine  # noqa: E402
 from scrapy_ptt.mirror import build_images, generate_board, load_board, render_article, render_index  # noqa: E402
 from scrapy_ptt.parsing import parse_article, parse_index  # noqa: E402
 
@@ -36,21 +36,7 @@ SHARED = REPO.parent / "shared" / "ptt_html"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "gpu": "not used",
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),  # other jobs on the same cores skew the figures
-    }
+    return _machine(gpu="not used")
 
 
 def rate(fn, pages: list[str], min_s: float = 2.0) -> tuple[float, int]:

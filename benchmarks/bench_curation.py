@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -28,30 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import machine as _machine  # noqa: E402
+from benchmarks._common import nvidia_gpu_name  # noqa: E402
+
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "none"
-    if shutil.which("nvidia-smi"):
-        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-        gpu = r.stdout.strip() or "none"
     import onnxruntime as ort
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpu": gpu,
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers(),
-    }
+    return _machine(gpu=nvidia_gpu_name(), onnxruntime=ort.__version__, providers=ort.get_available_providers())
 
 
 def make_photos(root: Path, n: int, megapixels: float = 1.0) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine as _machine  # noqa: E402
 
 PRESETS = {
     # seed 000-like: three down levels, GroupNorm, no attention
@@ -48,17 +49,8 @@ PRESETS = {
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+    return _machine(torch_threads=torch.get_num_threads(), gpu=gpu, torch=torch.__version__)
 
 
 def build(preset: str | None, model: str | None, device, dtype):

@@ -66,6 +66,7 @@ import numpy as np
 from curation import filters as F
 from curation.align import align_face, template_points
 from curation.config import CurationConfig
+from curation.fileio import atomic_write, iter_jsonl
 from curation.images import decode_photo_scaled
 
 log = logging.getLogger(__name__)
@@ -115,31 +116,26 @@ def read_feed(feed: Path) -> tuple[list[PhotoRef], int]:
         )
     refs: list[PhotoRef] = []
     posts = 0
-    with feed.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+
+    def bad(n: int, msg: str) -> CurationError:
+        return CurationError(f"{feed}:{n}: not a JSON line ({msg}); re-run the crawl with -O")
+
+    for lineno, rec in iter_jsonl(feed, bad):
+        if not isinstance(rec, dict) or "article_id" not in rec:
+            raise CurationError(f"{feed}:{lineno}: not a feed record (no article_id); see docs/contracts.md")
+        posts += 1
+        for img in rec.get("images") or []:
+            if not isinstance(img, dict) or not img.get("path"):
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CurationError(
-                    f"{feed}:{lineno}: not a JSON line ({exc.msg}); re-run the crawl with -O"
-                ) from None
-            if not isinstance(rec, dict) or "article_id" not in rec:
-                raise CurationError(f"{feed}:{lineno}: not a feed record (no article_id); see docs/contracts.md")
-            posts += 1
-            for img in rec.get("images") or []:
-                if not isinstance(img, dict) or not img.get("path"):
-                    continue
-                refs.append(
-                    PhotoRef(
-                        article_id=str(rec["article_id"]),
-                        image_url=str(img.get("url", "")),
-                        published_at=str(rec.get("published_at") or ""),
-                        rel_path=str(img["path"]),
-                        order=len(refs),
-                    )
+            refs.append(
+                PhotoRef(
+                    article_id=str(rec["article_id"]),
+                    image_url=str(img.get("url", "")),
+                    published_at=str(rec.get("published_at") or ""),
+                    rel_path=str(img["path"]),
+                    order=len(refs),
                 )
+            )
     return refs, posts
 
 
@@ -310,12 +306,6 @@ def _worker(args: tuple[str, str, dict | None]) -> dict:
 # ------------------------------------------------------------------------------------------- the run
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def assign_splits(face_ids: list[str], cfg) -> list[str]:
     """``train`` / ``test`` per face: a face is in test when ``sha1(seed:face_id)`` falls under ``test_fraction``,
     so adding photos never moves a face between splits. When that leaves fewer than ``min_test_faces`` test faces
@@ -423,11 +413,7 @@ def run_curation(cfg: CurationConfig) -> dict:
 
     # 2. detect + align + measure (workers), 3. judge (here)
     t = cfg.filters
-    th = F.FilterThresholds(
-        min_face_area_ratio=t.min_face_area_ratio, min_eye_distance_px=t.min_eye_distance_px,
-        min_blur_var=t.min_blur_var, min_eye_brightness=t.min_eye_brightness, frontal_yaw_deg=t.frontal_yaw_deg,
-        max_abs_yaw_deg=t.max_abs_yaw_deg, keep_gender=t.keep_gender,
-    )  # fmt: skip
+    th = F.FilterThresholds.from_config(t)
     faces_dir = out / "faces"
     if cfg.write_faces:
         faces_dir.mkdir(exist_ok=True)
@@ -438,7 +424,7 @@ def run_curation(cfg: CurationConfig) -> dict:
     for res in _iter_results(tasks, cfg, workers):
         ref = owners[res["sha1"]]
         if res.get("cache"):
-            _atomic_write(cache_dir / f"{res['sha1']}.json", json.dumps(res["cache"]))
+            atomic_write(cache_dir / f"{res['sha1']}.json", json.dumps(res["cache"]))
             detected_photos += 1
         if res["status"] != "ok":
             photo_rejects[res["status"]] += 1
@@ -495,9 +481,9 @@ def run_curation(cfg: CurationConfig) -> dict:
         for r in rows:
             p = faces_dir / f"{r['face_id']}.png"
             if not p.is_file() or p.read_bytes() != r["_png"]:
-                _atomic_write(p, r["_png"])
+                atomic_write(p, r["_png"])
             lines.append(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False))
-        _atomic_write(out / "faces.jsonl", "".join(line + "\n" for line in lines))
+        atomic_write(out / "faces.jsonl", "".join(line + "\n" for line in lines))
 
     from curation.previews import write_previews
 
@@ -543,7 +529,7 @@ def run_curation(cfg: CurationConfig) -> dict:
         "photo_rejects": photo_log[:1000],
         "seconds": {"detect_align": round(t_detect, 3), "total": round(time.perf_counter() - t0, 3)},
     }
-    _atomic_write(out / "curation_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    atomic_write(out / "curation_report.json", json.dumps(report, indent=2, ensure_ascii=False))
     if not kept:
         raise CurationError(
             f"{out / 'curation_report.json'}: no face kept out of {len(rows)} detected in {len(tasks)} photos; "

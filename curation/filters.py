@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable
@@ -86,6 +87,11 @@ class FilterThresholds:
     frontal_yaw_deg: float = 20.0
     max_abs_yaw_deg: float | None = None
     keep_gender: str | None = None
+
+    @classmethod
+    def from_config(cls, filters) -> FilterThresholds:
+        """The thresholds of a ``curation.config.FilterConfig`` (any object with these attribute names)."""
+        return cls(**{f.name: getattr(filters, f.name) for f in dataclasses.fields(cls)})
 
 
 def laplacian_variance(rgb_or_gray: np.ndarray) -> float:

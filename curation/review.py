@@ -59,6 +59,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from curation.fileio import atomic_write, iter_jsonl
+
 log = logging.getLogger(__name__)
 
 REVIEW_VERSION = 1
@@ -144,7 +146,7 @@ def write_review_file(path: str | os.PathLike, rejected: Sequence[str]) -> Path:
     """Write a review file atomically (temp + rename) in the format the page exports."""
     path = Path(path)
     text = json.dumps({"version": REVIEW_VERSION, "rejected": sorted(set(rejected))}, indent=1) + "\n"
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 
@@ -164,25 +166,18 @@ def load_faces(out_dir: str | os.PathLike) -> list[Face]:
         )
     faces: list[Face] = []
     seen: set[str] = set()
-    with jsonl.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReviewError(
-                    f"{jsonl}:{lineno}: not valid JSON ({err.msg}); rerun ptt-curate to rewrite it"
-                ) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("face_id"), str) or not rec["face_id"]:
-                raise ReviewError(
-                    f"{jsonl}:{lineno}: each line needs a string 'face_id'; rerun ptt-curate to rewrite it"
-                )
-            fid = rec["face_id"]
-            if fid in seen:
-                raise ReviewError(f"{jsonl}:{lineno}: duplicate face_id {fid!r}; rerun ptt-curate to rewrite it")
-            seen.add(fid)
-            faces.append(Face(fid, rec, out_dir / "faces" / f"{fid}.png"))
+
+    def bad(n: int, msg: str) -> ReviewError:
+        return ReviewError(f"{jsonl}:{n}: not valid JSON ({msg}); rerun ptt-curate to rewrite it")
+
+    for lineno, rec in iter_jsonl(jsonl, bad):
+        if not isinstance(rec, dict) or not isinstance(rec.get("face_id"), str) or not rec["face_id"]:
+            raise ReviewError(f"{jsonl}:{lineno}: each line needs a string 'face_id'; rerun ptt-curate to rewrite it")
+        fid = rec["face_id"]
+        if fid in seen:
+            raise ReviewError(f"{jsonl}:{lineno}: duplicate face_id {fid!r}; rerun ptt-curate to rewrite it")
+        seen.add(fid)
+        faces.append(Face(fid, rec, out_dir / "faces" / f"{fid}.png"))
     return faces
 
 
@@ -376,7 +371,7 @@ def write_review_page(
             shutil.rmtree(tmp_dir)
         else:
             os.replace(tmp_dir, sprite_dir)
-        _atomic_write_bytes(page_path, text.encode("utf-8"))
+        atomic_write(page_path, text.encode("utf-8"))
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -393,19 +388,6 @@ def write_review_page(
 
 
 # ---------------------------------------------------------------- disk helpers
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; these are ordinary shared outputs
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- entry point
@@ -436,7 +418,7 @@ def main_review(argv: Sequence[str] | None = None, *, prog: str = "ptt-curate re
     try:
         page = write_review_page(args.out_dir, args.page, sprites=args.sprites)
     except ReviewError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(page)
     if args.open and not webbrowser.open(page.as_uri()):

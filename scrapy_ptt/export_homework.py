@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
+
+from curation.fileio import atomic_write, iter_jsonl
 
 
 class FeedError(ValueError):
@@ -35,16 +35,12 @@ class FeedError(ValueError):
 def read_feed(path: Path) -> list[dict]:
     if not path.is_file():
         raise FeedError(f"{path}: no such feed; make one with `scrapy crawl ptt_beauty ... -O {path}`")
+
+    def bad(n: int, msg: str) -> FeedError:
+        return FeedError(f"{path}:{n}: not a JSON line ({msg}); is this a JSONL feed (-O feed.jsonl)?")
+
     posts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FeedError(
-                f"{path}:{n}: not a JSON line ({exc.msg}); is this a JSONL feed (-O feed.jsonl)?"
-            ) from None
+    for n, rec in iter_jsonl(path, bad):
         if not isinstance(rec, dict) or "article_id" not in rec or "published_at" not in rec:
             raise FeedError(f"{path}:{n}: not a ptt_beauty feed record (no article_id/published_at)")
         posts.append(rec)
@@ -73,16 +69,8 @@ def keyword_images(posts: list[dict], source: Path) -> dict:
     return {"image_urls": list(dict.fromkeys(urls))}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scrapy_ptt.export_homework", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ptt-homework", description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["articles", "popular", "keyword"])
     parser.add_argument("feed", type=Path, help="JSONL feed from `scrapy crawl ptt_beauty -O feed.jsonl`")
     parser.add_argument("-o", "--out", type=Path, required=True)
@@ -90,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-date", type=date.fromisoformat, help="YYYY-MM-DD, Asia/Taipei, inclusive")
     args = parser.parse_args(argv)
     try:
+        if args.start_date and args.end_date and args.end_date < args.start_date:
+            raise FeedError(f"--end-date {args.end_date} is before --start-date {args.start_date}; swap them")
         posts = in_dates(read_feed(args.feed), args.start_date, args.end_date)
         if args.kind == "keyword":
             data = keyword_images(posts, args.feed)
-            _write_atomic(args.out, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+            atomic_write(args.out, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
             count = len(data["image_urls"])
         else:
             lines = article_lines(posts) if args.kind == "articles" else popular_lines(posts)
-            _write_atomic(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+            atomic_write(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
             count = len(lines)
     except FeedError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,7 +13,9 @@ or write the ``FEEDS`` setting yourself (``month`` is our feed option, read by t
                              "item_filter": "scrapy_ptt.feeds.MonthFilter"}}'
 
 ``%(month)s`` is filled in by us; other ``%(...)s`` parameters (``%(name)s``, ``%(time)s``, any spider attribute)
-by Scrapy, as for any feed URI. It combines with ``-O feed.jsonl`` (the whole range in one file as well).
+by Scrapy, as for any feed URI. It combines with ``-O feed.jsonl`` (the whole range in one file as well). A fresh
+crawl overwrites the month files; a resumed ``-s JOBDIR=...`` crawl appends to them (use ``-o``, not ``-O``, for the
+whole-range feed then too).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def months_between(start: date, end: date) -> list[str]:
     return out
 
 
-def month_feeds(uri_template: str, start: date, end: date) -> dict[str, dict]:
-    """FEEDS entries, one per month of [start, end]; the URI must contain ``%(month)s``."""
+def month_feeds(uri_template: str, start: date, end: date, *, overwrite: bool = True) -> dict[str, dict]:
+    """FEEDS entries, one per month of [start, end]; the URI must contain ``%(month)s``. ``overwrite=False``
+    appends (a resumed ``JOBDIR`` crawl)."""
     if "%(month)s" not in uri_template:
         raise ValueError(
             f"PTT_FEED_BY_MONTH={uri_template!r} needs %(month)s in it, e.g. feeds/%(name)s-%(month)s.jsonl"
@@ -55,7 +58,7 @@ def month_feeds(uri_template: str, start: date, end: date) -> dict[str, dict]:
         uri_template.replace("%(month)s", month): {
             "format": "jsonlines",
             "encoding": "utf-8",
-            "overwrite": True,
+            "overwrite": overwrite,
             "item_filter": "scrapy_ptt.feeds.MonthFilter",
             "month": month,
         }

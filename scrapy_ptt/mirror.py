@@ -33,10 +33,8 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -49,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from string import Template
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from curation.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -480,14 +480,6 @@ def serve_mirror(
         thread.join(timeout=5)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ptt-mirror", description="Serve the offline PTT Beauty mirror on loopback.")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
@@ -498,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     board = generate_board(args.posts) if args.posts else None
     with serve_mirror(port=args.port, board=board) as base:
         if args.url_file:
-            _write_atomic(args.url_file, base + "\n")
+            atomic_write(args.url_file, base + "\n")
         print(f"ptt-mirror: serving board Beauty at {base}/bbs/Beauty/index.html (Ctrl-C to stop)", flush=True)
         try:
             while True:

@@ -24,6 +24,7 @@ Example::
 BOT_NAME = "ptt_faces"
 SPIDER_MODULES = ["scrapy_ptt.spiders"]
 NEWSPIDER_MODULE = "scrapy_ptt.spiders"
+COMMANDS_MODULE = "scrapy_ptt.commands"  # `scrapy crawl` checks ptt_beauty arguments before the engine starts
 
 PTT_BASE_URL = "https://www.ptt.cc"
 PTT_IMGUR_BASE = "https://i.imgur.com"

@@ -202,6 +202,10 @@ def test_private_hosts_refused_by_default_and_no_downloads_without_store(tmp_pat
         (["-a", "start_date=2024-01-01"], "end_date"),
         (["-a", "start_date=2024-01-01", "-a", "end_date=2024-01-31", "-a", "board=../etc"], "board"),
         (["-a", "start_date=2024-01-01", "-a", "end_date=2024-01-31", "-s", "PTT_BASE_URL=ptt.cc"], "PTT_BASE_URL"),
+        (
+            ["-a", "start_date=2024-01-01", "-a", "end_date=2024-01-31", "-s", "PTT_FEED_BY_MONTH=x.jsonl"],
+            "PTT_FEED_BY_MONTH",
+        ),
     ],
 )
 def test_bad_arguments_stop_at_once(args, needle, tmp_path):
@@ -210,10 +214,21 @@ def test_bad_arguments_stop_at_once(args, needle, tmp_path):
          "-O", str(tmp_path / "x.jsonl")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode != 0
-    line = next(ln for ln in proc.stderr.splitlines() if "bad argument" in ln)
-    assert f" {needle}=" in line
+    assert proc.returncode == 2  # a usage error, before Scrapy's engine starts
+    lines = [ln for ln in proc.stderr.splitlines() if "bad argument" in ln]
+    assert len(lines) == 1 and f" {needle}=" in lines[0]
+    assert "Traceback" not in proc.stderr and "Task exception" not in proc.stderr
     assert "Spider opened" not in proc.stderr
+
+
+def test_misspelt_board_fails_instead_of_an_empty_feed(tmp_path):
+    with serve_mirror() as base:
+        cmd = crawl_cmd(base, tmp_path, "-a", "board=Beuaty", "-O", str(tmp_path / "feed.jsonl"))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    line = next(ln for ln in proc.stderr.splitlines() if "bad argument" in ln)
+    assert "board=Beuaty" in line and "/bbs/Beuaty/index.html is 404" in line
+    assert "'finish_reason': 'board_not_found'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------- a hostile server

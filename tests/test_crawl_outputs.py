@@ -89,6 +89,12 @@ def test_homework_errors_name_the_file(tmp_path, capsys):
     with pytest.raises(FeedError, match="keyword=正妹"):
         keyword_images([rec], tmp_path / "f.jsonl")
     assert article_lines([rec]) == [{"date": "0101", "title": "t", "url": "u"}]
+    feed = tmp_path / "f.jsonl"
+    feed.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    out = tmp_path / "k.json"
+    args = ["articles", str(feed), "-o", str(out), "--start-date", "2024-02-01", "--end-date", "2024-01-31"]
+    assert main(args) == 2 and not out.exists()
+    assert "--end-date 2024-01-31 is before --start-date 2024-02-01" in capsys.readouterr().err
 
 
 def test_month_helpers():

@@ -216,3 +216,22 @@ def test_walk_follows_older_pages_until_before_start_and_obeys_page_cap():
         end_date="2024-01-02",
     )
     assert not any("index41" in r.url for r in capped._walk(page, 42))
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_month_feeds_append_when_a_jobdir_crawl_resumes(tmp_path, resumed):
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_ptt.spiders.ptt_beauty import PttBeautySpider
+
+    jobdir = tmp_path / "job"
+    jobdir.mkdir()
+    if resumed:
+        (jobdir / "requests.seen").write_text("x\n")  # what an interrupted crawl leaves behind
+    settings = {"PTT_BASE_URL": "https://www.ptt.cc", "JOBDIR": str(jobdir), "PTT_FEED_BY_MONTH": "f-%(month)s.jsonl"}
+    crawler = get_crawler(PttBeautySpider, settings)
+    crawler.settings.frozen = False  # get_crawler freezes them; `scrapy crawl` calls from_crawler before freezing
+    PttBeautySpider.from_crawler(crawler, start_date="2024-01-20", end_date="2024-02-10")
+    feeds = crawler.settings.getdict("FEEDS")
+    assert sorted(feeds) == ["f-2024-01.jsonl", "f-2024-02.jsonl"]
+    assert all(opts["overwrite"] is not resumed for opts in feeds.values())

@@ -269,3 +269,34 @@ def test_inception_features_match_clean_fid_wrapper_on_a_stand_in_torchscript(tm
     line = format_result({"fid": 1.0, "kid": 0.0, "mode": "clean", "feature_extractor": "inception",
                           "comparable": True, "n_gen": 5, "n_ref": 5, "ref": "x"})  # fmt: skip
     assert SUBSTITUTE_LABEL not in line and line.startswith("FID 1.000")
+
+
+def test_cli_corrupt_generated_image_is_a_one_line_error(tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    gen = _write_folder(tmp_path / "gen", _faces(rng, 4))
+    ref = _write_folder(tmp_path / "ref", _faces(rng, 4))
+    (gen / "00002.png").write_bytes((gen / "00001.png").read_bytes()[:100])  # truncated PNG
+    rc = main(["--gen", str(gen), "--ref", str(ref), "--substitute", "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("ptt-fid: error:")]  # the rest is the progress bar
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1
+    assert "00002.png" in lines[0] and "unreadable" in lines[0]
+
+
+def test_curation_out_folder_as_ref_uses_its_dataset_not_its_pngs(dataset_dir, tmp_path):
+    out = dataset_dir.parent  # ptt-curate's out=: dataset/ beside faces/ and previews/ PNGs
+    _write_folder(out / "previews", _faces(np.random.default_rng(13), 3))
+    gen = _faces(np.random.default_rng(14), 4)
+    res = evaluate(gen, str(out), extractor="substitute", cache_dir=tmp_path / "c", device="cpu")
+    assert res["n_ref"] == 10 and res["ref"] == f"{dataset_dir}:test"
+    res = evaluate(gen, f"{out}:train", extractor="substitute", cache_dir=tmp_path / "c", device="cpu")
+    assert res["n_ref"] == 6
+
+
+@pytest.mark.parametrize("steps", ["0,2", ","])
+def test_sweep_bad_step_counts_are_one_line_errors(tmp_path, dataset_dir, capsys, steps):
+    rc = main(["sweep", "--model", str(tmp_path / "nomodel"), "--ref", str(dataset_dir), "--steps", steps,
+               "--substitute", "--out", str(tmp_path / "sw")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "--steps" in err and "at least 1" in err
+    assert not (tmp_path / "sw").exists()

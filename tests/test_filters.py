@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -42,18 +43,7 @@ def _measure(tmp_path, rgb_or_bytes, cfg, name="p.png"):
 
 
 def _th(cfg, **kw):
-    f = cfg.filters
-    base = dict(
-        min_face_area_ratio=f.min_face_area_ratio,
-        min_eye_distance_px=f.min_eye_distance_px,
-        min_blur_var=f.min_blur_var,
-        min_eye_brightness=f.min_eye_brightness,
-        frontal_yaw_deg=f.frontal_yaw_deg,
-        max_abs_yaw_deg=f.max_abs_yaw_deg,
-        keep_gender=f.keep_gender,
-    )
-    base.update(kw)
-    return F.FilterThresholds(**base)
+    return dataclasses.replace(F.FilterThresholds.from_config(cfg.filters), **kw)
 
 
 def test_clean_astronaut_is_kept(tmp_path, cfg, astro):
@@ -230,3 +220,11 @@ def test_reduced_jpeg_decoding_keeps_metrics_in_photo_pixels(tmp_path, astro):
     assert np.abs(np.array(half["landmarks"]) - np.array(full["landmarks"])).max() < 0.1 * full["eye_distance"]
     assert half["face_area_ratio"] == pytest.approx(full["face_area_ratio"], rel=0.1)
     assert F.hamming(half["phash"], full["phash"]) <= 6
+
+
+def test_thresholds_from_config_carry_every_threshold():
+    filters = {"min_blur_var": 61.5, "max_abs_yaw_deg": 30.0, "keep_gender": "male"}
+    cfg = CurationConfig.model_validate({"filters": filters})
+    t = F.FilterThresholds.from_config(cfg.filters)
+    assert (t.min_blur_var, t.max_abs_yaw_deg, t.keep_gender) == (61.5, 30.0, "male")
+    assert t.min_eye_distance_px == cfg.filters.min_eye_distance_px == 15.0

@@ -223,7 +223,8 @@ def test_main_review_prints_the_page_path(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(custom.resolve())
     assert custom.is_file() and (tmp_path / "pages" / "mine #1_sprites").is_dir()
     assert review.main_review([str(tmp_path / "nowhere")]) == 2
-    assert "nowhere: not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ptt-curate review: error: ") and "nowhere: not a folder" in err
 
 
 def test_dataset_folder_resolves_to_its_curation_output(tmp_path):

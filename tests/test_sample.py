@@ -210,3 +210,24 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, capsys, monkeypatch):
     rc = main(["--model", "someone/no-such-model", "--num-images", "1", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and "someone/no-such-model" in err and "HF_HUB_OFFLINE" in err and "pipeline folder" in err
+
+
+def test_zero_steps_is_an_error_not_the_default(unet16, sched_cfg, tmp_path):
+    with pytest.raises(SampleError, match="at least 1"):
+        write_samples(unet16, sched_cfg, tmp_path, num_images=1, steps=0, progress=False)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_out_that_is_a_file_is_a_one_line_error(pipeline64, tmp_path, capsys):
+    (tmp_path / "taken.png").write_bytes(b"x")
+    rc = main(["--model", str(pipeline64), "--num-images", "1", "--out", str(tmp_path / "taken.png"), "--steps", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "taken.png" in err and "not a folder" in err
+
+
+def test_rerun_through_a_relative_model_path_is_the_same_model(pipeline64, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    assert main(["--model", str(pipeline64), "--num-images", "1", "--out", str(out), "--steps", "1"]) == 0
+    monkeypatch.chdir(pipeline64.parent)
+    rc = main(["--model", f"./{pipeline64.name}", "--num-images", "2", "--out", str(out), "--steps", "1"])
+    assert rc == 0 and sorted(p.name for p in out.glob("*.png")) == ["00001.png", "00002.png"]

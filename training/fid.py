@@ -9,7 +9,8 @@ FID is the Frechet distance between Gaussians fitted to the two feature sets (ma
 averaged over 100 random subsets of at most 1000 images (clean-fid's ``kernel_distance``, with a fixed seed).
 
 The reference ``--ref`` is either ``DATASET_DIR[:split]`` (a ``datasets.save_to_disk`` folder with an ``image``
-column, docs/contracts.md section 3; default split ``test``) or a folder of images. The reference features of a
+column, docs/contracts.md section 3; default split ``test``; ptt-curate's ``out=`` folder stands for its
+``dataset/``) or a folder of images. The reference features of a
 dataset split are computed once and cached in ``--cache-dir`` (default ``~/.cache/ptt-faces/fid``) under a key of
 the split's fingerprint, the mode and the feature extractor.
 
@@ -134,10 +135,15 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:  # truncated, corrupt or not an image
+        raise FidError(
+            f"{path}: unreadable image ({exc}); delete or replace it (ptt-sample rewrites missing files)"
+        ) from None
 
 
 def extract_features(images: Iterable[np.ndarray], fn: Callable, *, batch_size: int = 32, progress=None) -> np.ndarray:
@@ -218,12 +224,9 @@ def default_cache_dir() -> Path:
 
 
 def _save_npz_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    _write_atomic(path, buf.getvalue())
 
 
 def reference_features(ref: str, fn: Callable, extractor: str, *, cache_dir=None, progress: bool = False):
@@ -231,6 +234,8 @@ def reference_features(ref: str, fn: Callable, extractor: str, *, cache_dir=None
     from tqdm.auto import tqdm
 
     path, split = _parse_ref(ref)
+    if not _is_dataset_dir(path) and _is_dataset_dir(path / "dataset"):
+        path = path / "dataset"  # ptt-curate's out= folder: its dataset, not its face crops and preview sheets
     if _is_dataset_dir(path):
         ds, split = _load_split(path, split)
         fingerprint = getattr(ds, "_fingerprint", None) or hashlib.sha1(str(path.resolve()).encode()).hexdigest()
@@ -336,10 +341,14 @@ def format_result(res: dict) -> str:
     return line
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (str as UTF-8) to ``path`` via a temporary file and a rename, creating its folder."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FidError(f"{path}: its folder {path.parent} is a file; pass a path inside a folder") from None
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -363,6 +372,8 @@ def sweep(
     dtype=None,
 ) -> list[dict]:
     """FID against sampler steps: writes sweep.csv, sweep.md and sweep.png into ``out``; returns the rows."""
+    if not steps or min(steps) < 1:
+        raise FidError(f"--steps {','.join(map(str, steps))}: give sampler step counts of at least 1, e.g. 10,20,50")
     import torch
 
     from training.features import build_extractor
@@ -424,7 +435,7 @@ def _write_sweep(out: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    _write_text_atomic(out / "sweep.csv", buf.getvalue())
+    _write_atomic(out / "sweep.csv", buf.getvalue())
     label = "" if rows[0]["comparable"] else f"\n\n**{SUBSTITUTE_LABEL}** ({rows[0]['feature_extractor']})."
     md = [
         f"FID sweep of `{rows[0]['model']}` against `{rows[0]['ref']}`, {rows[0]['num_images']} images, "
@@ -437,7 +448,7 @@ def _write_sweep(out: Path, rows: list[dict]) -> None:
         f"| {r['scheduler']} | {r['steps']} | {r['sec_per_image']:.4f} | {r['fid']:.3f} | {r['kid']:.5f} |"
         for r in rows
     ]
-    _write_text_atomic(out / "sweep.md", "\n".join(md) + "\n")
+    _write_atomic(out / "sweep.md", "\n".join(md) + "\n")
 
     import matplotlib
 
@@ -463,10 +474,10 @@ def _write_sweep(out: Path, rows: list[dict]) -> None:
         title += f"\n{SUBSTITUTE_LABEL}"
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = out / f".sweep.png.tmp-{os.getpid()}"
-    fig.savefig(tmp, format="png", dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out / "sweep.png")
+    _write_atomic(out / "sweep.png", buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
@@ -549,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_result(res))
     if a.out_json:
-        _write_text_atomic(Path(a.out_json), json.dumps(res, indent=2) + "\n")
+        _write_atomic(Path(a.out_json), json.dumps(res, indent=2) + "\n")
     return 0
 
 

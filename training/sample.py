@@ -218,7 +218,7 @@ def load_model(model: str, *, device=None):
         unet = UNet2DModel.from_pretrained(path, subfolder="unet")
         cfg_path = path / "scheduler" / "scheduler_config.json"
         scheduler_config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        source = str(path)
+        source = str(path.resolve())  # one name per folder: a relative path does not look like another model
     elif _HUB_ID_RE.match(model) and not path.exists() and not model.startswith((".", "/")):
         from diffusers import DDPMScheduler
 
@@ -253,12 +253,20 @@ def _existing_indices(out: Path) -> set[int]:
     return found
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _write_png_atomic(img: np.ndarray, path: Path) -> None:
+    import io
+
     from PIL import Image
 
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    Image.fromarray(img, "RGB").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG")
+    _write_atomic(path, buf.getvalue())
 
 
 def _check_info(out: Path, info: dict, *, write: bool) -> None:
@@ -271,9 +279,7 @@ def _check_info(out: Path, info: dict, *, write: bool) -> None:
             what = ", ".join(f"{k}={old.get(k)!r} (now {info.get(k)!r})" for k in diff)
             raise SampleError(f"{out}: holds samples made with {what}; pass a new --out or delete that folder")
     if write:
-        tmp = info_path.with_name(info_path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, info_path)
+        _write_atomic(info_path, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
 
 
 def write_samples(
@@ -298,11 +304,14 @@ def write_samples(
 
     if scheduler not in SCHEDULERS:
         raise SampleError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    steps = int(steps or DEFAULT_STEPS[scheduler])
+    steps = int(DEFAULT_STEPS[scheduler] if steps is None else steps)  # --steps 0 is an error, not the default
     if num_images < 1 or batch_size < 1 or steps < 1:
         raise SampleError("--num-images, --batch-size and --steps must be at least 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SampleError(f"--out {out}: is a file, not a folder; pass a folder for the PNGs") from None
     dtype_name = {None: "fp32"}.get(dtype, str(dtype).replace("torch.", ""))
     info = {
         "model": model_name,

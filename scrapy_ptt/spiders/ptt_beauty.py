@@ -32,16 +32,16 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import scrapy
-from scrapy.exceptions import UsageError
+from scrapy.exceptions import CloseSpider, UsageError
 from scrapy.http import FormRequest, TextResponse
 
+from curation.fileio import atomic_write
 from scrapy_ptt.feeds import month_feeds
 from scrapy_ptt.items import PostItem
 from scrapy_ptt.parsing import (
@@ -58,6 +58,7 @@ from scrapy_ptt.parsing import (
 
 BOARD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,29}")
 MAX_GATE_PASSES = 3
+BOARD_NOT_FOUND = "board_not_found"  # the close reason (and a non-zero exit of `scrapy crawl`)
 ARTICLE_PRIORITY = 10
 
 
@@ -70,6 +71,24 @@ def parse_date_arg(name: str, value: str | None) -> date:
         raise UsageError(f"-a {name}={value!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-01-31") from None
 
 
+def check_args(start_date, end_date, board="Beauty") -> tuple[date, date]:
+    """The parsed ``-a start_date``/``end_date``; UsageError naming the argument when one is wrong."""
+    start, end = parse_date_arg("start_date", start_date), parse_date_arg("end_date", end_date)
+    if end < start:
+        raise UsageError(f"-a end_date={end_date} is before -a start_date={start_date}; swap them")
+    if not BOARD_RE.fullmatch(board or ""):
+        raise UsageError(f"-a board={board!r} is not a PTT board name (letters, digits, _ or -; e.g. Beauty)")
+    return start, end
+
+
+def check_base_url(value) -> str:
+    """``PTT_BASE_URL`` without its trailing slash; UsageError when it is not an http(s) URL."""
+    base = (value or "").rstrip("/")
+    if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
+        raise UsageError(f"-s PTT_BASE_URL={base!r} is not an http(s) URL, e.g. https://www.ptt.cc")
+    return base
+
+
 class PttBeautySpider(scrapy.Spider):
     name = "ptt_beauty"
     handle_httpstatus_list = [404]  # a deleted article is counted, not retried or dropped silently
@@ -77,18 +96,10 @@ class PttBeautySpider(scrapy.Spider):
     def __init__(self, start_date=None, end_date=None, keyword=None, board="Beauty", *args, **kwargs):
         super().__init__(*args, **kwargs)
         try:
-            self._check_args(start_date, end_date, keyword, board)
+            self.start_date, self.end_date = check_args(start_date, end_date, board)
         except UsageError as exc:
-            self.logger.error("bad argument: %s", exc)  # one readable line before Scrapy's traceback
+            self.logger.error("bad argument: %s", exc)  # `scrapy crawl` checks first (scrapy_ptt.commands.crawl)
             raise
-
-    def _check_args(self, start_date, end_date, keyword, board) -> None:
-        self.start_date = parse_date_arg("start_date", start_date)
-        self.end_date = parse_date_arg("end_date", end_date)
-        if self.end_date < self.start_date:
-            raise UsageError(f"-a end_date={end_date} is before -a start_date={start_date}; swap them")
-        if not BOARD_RE.fullmatch(board or ""):
-            raise UsageError(f"-a board={board!r} is not a PTT board name (letters, digits, _ or -; e.g. Beauty)")
         self.board = board
         self.keyword = (keyword or "").strip() or None
         self.lo_ts, self.hi_ts = taipei_day_bounds(self.start_date, self.end_date)
@@ -96,16 +107,17 @@ class PttBeautySpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        base = (crawler.settings.get("PTT_BASE_URL") or "").rstrip("/")
-        if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
-            msg = f"-s PTT_BASE_URL={base!r} is not an http(s) URL, e.g. https://www.ptt.cc"
-            spider.logger.error("bad argument: %s", msg)
-            raise UsageError(msg)
+        try:
+            base = check_base_url(crawler.settings.get("PTT_BASE_URL"))
+        except UsageError as exc:
+            spider.logger.error("bad argument: %s", exc)
+            raise
         spider.base_url = base
         spider.imgur_base = crawler.settings.get("PTT_IMGUR_BASE") or "https://i.imgur.com"
         spider.max_index_pages = crawler.settings.getint("PTT_MAX_INDEX_PAGES")
         jobdir = crawler.settings.get("JOBDIR")
-        if jobdir and (Path(jobdir) / "requests.seen").exists():
+        resuming = bool(jobdir) and (Path(jobdir) / "requests.seen").exists()
+        if resuming:
             for uri, opts in crawler.settings.getdict("FEEDS").items():
                 if opts.get("overwrite"):
                     spider.logger.warning(
@@ -115,7 +127,8 @@ class PttBeautySpider(scrapy.Spider):
                     )
         if template := crawler.settings.get("PTT_FEED_BY_MONTH"):
             try:
-                monthly = month_feeds(template, spider.start_date, spider.end_date)
+                # a resumed crawl appends to the month files, so the posts written before the pause stay
+                monthly = month_feeds(template, spider.start_date, spider.end_date, overwrite=not resuming)
             except ValueError as exc:
                 raise UsageError(f"-s {exc}") from None
             feeds = {**crawler.settings.getdict("FEEDS"), **monthly}
@@ -160,6 +173,10 @@ class PttBeautySpider(scrapy.Spider):
         if (gate := self._pass_gate(response)) is not None:
             yield from [gate] if gate else []
             return
+        if response.status == 404 or is_not_found(_html(response)):
+            # a misspelt board answers 404: say so instead of finishing with an empty feed
+            self.logger.error("bad argument: -a board=%s: %s is 404; check its spelling", self.board, response.url)
+            raise CloseSpider(BOARD_NOT_FOUND)
         page = parse_index(_html(response), response.url)
         newest = (index_number(page.prev_url) or 0) + 1
         stamps = page.timestamps()
@@ -286,7 +303,8 @@ class PttBeautySpider(scrapy.Spider):
             failed or "{}",
         )
         if path := self.crawler.settings.get("PTT_STATS_FILE"):
-            _write_json_atomic(Path(path), {k: v for k, v in stats.items() if isinstance(v, int | float | str)})
+            data = {k: v for k, v in stats.items() if isinstance(v, int | float | str)}
+            atomic_write(Path(path), json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True))
 
 
 def _html(response) -> str:
@@ -299,16 +317,9 @@ def _row_meta(row) -> dict:
     return {"article_id": row.article_id, "url": row.url, "title": row.title, "push": row.push}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _board_of(url: str) -> str | None:
     m = re.search(r"/bbs/([^/]+)/", url or "")
     return m.group(1) if m else None
 
 
-__all__ = ["PttBeautySpider"]
+__all__ = ["PttBeautySpider", "check_args", "check_base_url"]

@@ -1,0 +1,45 @@
+"""Shared helpers of the benchmark scripts: the machine description every result JSON carries.
+
+Example::
+
+    from benchmarks._common import machine
+    print(machine(gpu="not used"))   # {'cpu': 'AMD EPYC ...', 'cores': 2, 'python': '3.11.7', ...}
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else ``platform.processor()`` ('' when unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
+def nvidia_gpu_name() -> str:
+    """The first GPU's name as ``nvidia-smi`` reports it; 'none' without nvidia-smi or a GPU."""
+    if not shutil.which("nvidia-smi"):
+        return "none"
+    r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return r.stdout.strip() or "none"
+
+
+def machine(**extra) -> dict:
+    """CPU, cores, Python and the 1-minute load average at start, plus ``extra`` (gpu, library versions, ...)."""
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),  # other jobs on the same cores skew the figures
+        **extra,
+    }

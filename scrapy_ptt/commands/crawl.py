@@ -1,0 +1,45 @@
+"""``scrapy crawl`` that checks ``ptt_beauty``'s ``-a``/``-s`` arguments before Scrapy starts its engine.
+
+A bad argument raised inside the spider's constructor surfaces as an asyncio "Task exception was never retrieved"
+traceback; checked here, it is one ``scrapy: error: bad argument: ...`` line and exit status 2. A board that
+answers 404 (a misspelt ``-a board=``) closes the crawl with reason ``board_not_found`` and exit status 1.
+
+Example::
+
+    scrapy crawl ptt_beauty -a start_date=2024-13-01 -a end_date=2024-12-31 -O feed.jsonl
+    # scrapy crawl: error: bad argument: -a start_date='2024-13-01' is not a date; write it as YYYY-MM-DD, ...
+"""
+
+from __future__ import annotations
+
+from scrapy.commands.crawl import Command as ScrapyCrawl
+from scrapy.exceptions import UsageError
+
+from scrapy_ptt.feeds import month_feeds
+from scrapy_ptt.spiders.ptt_beauty import BOARD_NOT_FOUND, PttBeautySpider, check_args, check_base_url
+
+
+class Command(ScrapyCrawl):
+    def run(self, args, opts) -> None:
+        if args and args[0] == PttBeautySpider.name:
+            spargs = opts.spargs or {}
+            try:
+                start, end = check_args(
+                    spargs.get("start_date"), spargs.get("end_date"), spargs.get("board", "Beauty")
+                )
+                check_base_url(self.settings.get("PTT_BASE_URL"))
+                if template := self.settings.get("PTT_FEED_BY_MONTH"):
+                    try:
+                        month_feeds(template, start, end)
+                    except ValueError as exc:
+                        raise UsageError(f"-s {exc}") from None
+            except UsageError as exc:
+                raise UsageError(f"bad argument: {exc}", print_help=False) from None
+        super().run(args, opts)
+        crawler = getattr(self, "_ptt_crawler", None)
+        if crawler is not None and crawler.stats.get_value("finish_reason") == BOARD_NOT_FOUND:
+            self.exitcode = 1
+
+    def _create_crawler(self, spidercls):
+        self._ptt_crawler = super()._create_crawler(spidercls)
+        return self._ptt_crawler
