@@ -68,3 +68,12 @@ def test_dump_round_trip(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg), encoding="utf-8")
     assert load_config(Cfg, path) == cfg
+
+
+def test_bad_yaml_is_one_line_with_the_line_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\noptim: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(Cfg, path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}:") and "not valid YAML" in msg
