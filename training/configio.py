@@ -96,7 +96,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key {loc!r}; check its spelling against the defaults (--dry-run prints them)")
+            hint = "check its spelling against the defaults (--dry-run prints them)"
+            lines.append(f"{source}: unknown key {loc!r}; {hint}")
         else:
             got = e.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"

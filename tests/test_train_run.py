@@ -1,0 +1,367 @@
+"""End-to-end trainer tests on the CPU with a tiny real UNet2DModel and a real datasets folder in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import train as train_mod
+from training.checkpoint import latest_checkpoint, list_checkpoints
+
+TINY = """\
+data: {resolution: 16}
+model:
+  block_out_channels: [8, 16]
+  down_block_types: [DownBlock2D, DownBlock2D]
+  up_block_types: [UpBlock2D, UpBlock2D]
+  layers_per_block: 1
+  norm_num_groups: 4
+  add_attention: false
+optim: {lr: 3.0e-3, lr_warmup_steps: 2}
+ema: {decay: 0.9}
+train:
+  batch_size: 4
+  max_steps: 8
+  log_every_steps: 1
+  checkpoint_every_steps: 4
+  sample_every_steps: 100
+  sample_num_images: 4
+  sample_steps: 2
+  log_with: none
+"""
+
+
+def make_dataset(path: Path, n: int = 24, size: int = 16) -> Path:
+    """A real DatasetDict folder of astronaut crops: (n - n//5) train, n//5 test."""
+    import datasets
+    from PIL import Image
+    from skimage import data
+
+    img = data.astronaut()
+    rng = np.random.default_rng(0)
+    ims = []
+    for _ in range(n):
+        s = int(rng.integers(120, 300))
+        y, x = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
+        ims.append(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size)))
+    ds = datasets.Dataset.from_dict({"image": ims}).cast_column("image", datasets.Image())
+    k = n // 5
+    datasets.DatasetDict({"train": ds.select(range(k, n)), "test": ds.select(range(k))}).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ds16(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ds") / "dataset")
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(TINY)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def run(cfg: Path, ds: Path, run_dir: Path, *overrides: str, resume: str | None = None) -> int:
+    argv = ["--config", str(cfg), f"data.dataset_dir={ds}", f"run_dir={run_dir}", *overrides]
+    if resume:
+        argv += ["--resume", resume]
+    return train_mod.main(argv)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def load_ckpt(ckpt: Path) -> tuple[dict, list[torch.Tensor], dict]:
+    from safetensors.torch import load_file
+
+    model = load_file(str(ckpt / "model.safetensors"))
+    ema = torch.load(ckpt / "custom_checkpoint_0.pkl", weights_only=False)["shadow_params"]
+    opt = torch.load(ckpt / "optimizer.bin", weights_only=False)
+    return model, ema, opt
+
+
+@pytest.fixture(scope="module")
+def base_run(tiny_cfg, ds16, tmp_path_factory) -> Path:
+    """20 steps with augmentation, held-out loss and sample grids; reused by several tests."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    run_dir = tmp_path_factory.mktemp("runs") / "base"
+    rc = run(
+        tiny_cfg,
+        ds16,
+        run_dir,
+        "train.max_steps=20",
+        "train.checkpoint_every_steps=10",
+        "train.sample_every_steps=10",
+        "eval.heldout_every_steps=10",
+        "eval.heldout_batches=2",
+    )
+    assert rc == 0
+    return run_dir
+
+
+def test_training_lowers_the_loss_and_writes_the_run_dir(base_run):
+    rows = [r for r in metrics(base_run) if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+    assert last < 0.8 * first, (first, last)
+    assert all(r["nonfinite_total"] == 0 for r in rows)
+    held = [r for r in metrics(base_run) if "heldout_loss" in r]
+    assert [r["step"] for r in held] == [10, 20] and all(np.isfinite(r["heldout_loss"]) for r in held)
+    assert [p.name for p in list_checkpoints(base_run)] == ["checkpoint-10", "checkpoint-20"]
+    meta = json.loads((latest_checkpoint(base_run) / "meta.json").read_text())
+    assert meta["step"] == 20 and meta["custom_objects"] == ["ema", "run_state"]
+    assert (latest_checkpoint(base_run) / "config.yaml").read_text() == (base_run / "config.yaml").read_text()
+    assert (base_run / "samples" / "step-10.png").is_file() and (base_run / "samples" / "step-20.png").is_file()
+    from PIL import Image
+
+    assert Image.open(base_run / "curves.png").size[0] > 100
+    assert (
+        Image.open(base_run / "samples_over_time.png").size[1] > Image.open(base_run / "samples/step-20.png").size[1]
+    )
+    cfg_text = (base_run / "config.yaml").read_text()
+    assert "max_steps: 20" in cfg_text and "min_snr_gamma: null" in cfg_text  # every default written out
+
+
+def test_export_loads_with_ddpm_pipeline_and_holds_the_ema_weights(base_run):
+    from diffusers import DDPMPipeline
+
+    pipe_dir = base_run / "pipeline"
+    assert (pipe_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (pipe_dir / "training_config.yaml").is_file()
+    assert not list(pipe_dir.rglob("optimizer*"))
+    pipe = DDPMPipeline.from_pretrained(str(pipe_dir))
+    out = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 16, 16, 3) and np.isfinite(out.images).all()
+    _, ema, _ = load_ckpt(latest_checkpoint(base_run))
+    for p, e in zip(pipe.unet.parameters(), ema, strict=True):
+        torch.testing.assert_close(p.data, e)
+
+
+def test_resume_matches_the_uninterrupted_run(tiny_cfg, ds16, tmp_path):
+    extra = ("train.grad_accum_steps=2", "loss.kind=l1_mse", "loss.min_snr_gamma=5.0")
+    full = tmp_path / "full"
+    assert run(tiny_cfg, ds16, full, *extra) == 0
+    # the "stopped" run: only the step-4 checkpoint of the same run, then --resume latest
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "checkpoint-4", part / "checkpoints" / "checkpoint-4")
+    assert run(tiny_cfg, ds16, part, *extra, resume="latest") == 0
+    m_full, e_full, o_full = load_ckpt(full / "checkpoints" / "checkpoint-8")
+    m_part, e_part, o_part = load_ckpt(part / "checkpoints" / "checkpoint-8")
+    for k in m_full:
+        torch.testing.assert_close(m_part[k], m_full[k], rtol=0, atol=1e-6)
+    for a, b in zip(e_part, e_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    s_full, s_part = o_full["state"], o_part["state"]
+    for k in s_full:
+        torch.testing.assert_close(s_part[k]["exp_avg_sq"], s_full[k]["exp_avg_sq"], rtol=0, atol=1e-9)
+        assert float(s_part[k]["step"]) == float(s_full[k]["step"]) == 8
+    lr_full = [r["lr"] for r in metrics(full) if r.get("step", 0) > 4 and "lr" in r]
+    lr_part = [r["lr"] for r in metrics(part) if "lr" in r]
+    assert lr_part == pytest.approx(lr_full)
+
+
+def test_a_run_dir_with_checkpoints_needs_resume(base_run, tiny_cfg, ds16, capsys):
+    assert run(tiny_cfg, ds16, base_run) == 2
+    assert "already holds checkpoints; pass --resume latest" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_a_one_line_error(tiny_cfg, tmp_path, capsys):
+    assert run(tiny_cfg, tmp_path / "nope", tmp_path / "r") == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.dataset_dir" in err and "ptt-curate" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()  # nothing written for a run that cannot start
+
+
+def test_dry_run_prints_config_and_figures(tiny_cfg, ds16, tmp_path, capsys):
+    rc = train_mod.main(
+        ["--config", str(tiny_cfg), f"data.dataset_dir={ds16}", "--dry-run", "train.grad_accum_steps=2"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "# effective_batch: 8" in out and "# steps_per_epoch: 2" in out and "# total_steps: 8" in out
+    assert "# parameters:" in out and "block_out_channels:" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tiny_cfg, ds16, tmp_path, caplog):
+    run_dir = tmp_path / "nan"
+    # an absurd LR blows the weights up after one step; every later gradient is non-finite and skipped
+    rc = run(
+        tiny_cfg,
+        ds16,
+        run_dir,
+        "optim.lr=1.0e30",
+        "optim.lr_warmup_steps=0",
+        "optim.max_grad_norm=null",
+        "train.max_steps=50",
+        "train.max_nonfinite_in_row=3",
+        "train.checkpoint_every_steps=100",
+    )
+    assert rc == train_mod.EXIT_NONFINITE
+    rows = [r for r in metrics(run_dir) if "loss" in r]
+    assert rows[-1]["nonfinite_total"] >= 3 and rows[-1]["step"] < 50
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None and json.loads((ckpt / "meta.json").read_text())["step"] == rows[-1]["step"]
+    assert "non-finite gradient steps in a row" in caplog.text
+
+
+def test_sigterm_writes_a_usable_checkpoint_and_exits_cleanly(tiny_cfg, ds16, tmp_path, repo_root):
+    run_dir = tmp_path / "sig"
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    cmd = [
+        sys.executable,
+        str(repo_root / "training" / "train.py"),
+        "--config",
+        str(tiny_cfg),
+        f"data.dataset_dir={ds16}",
+        f"run_dir={run_dir}",
+        "train.max_steps=100000",
+        "train.checkpoint_every_steps=100000",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not ((run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "stopped by SIGTERM" in out
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None
+    step = json.loads((ckpt / "meta.json").read_text())["step"]
+    assert step >= 2 and not list((run_dir / "checkpoints").glob(".tmp-*"))
+    # usable: resume from it and finish two more steps
+    rc = run(tiny_cfg, ds16, run_dir, f"train.max_steps={step + 2}", resume="latest")
+    assert rc == 0
+    assert json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())["step"] == step + 2
+    assert (run_dir / "pipeline" / "model_index.json").is_file()
+
+
+def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
+    from diffusers import DDPMPipeline
+
+    run_dir = tmp_path / "fid"
+    rc = run(
+        tiny_cfg,
+        ds16,
+        run_dir,
+        "train.max_steps=4",
+        "eval.fid_every_steps=2",
+        "eval.fid_num_images=6",
+        "eval.fid_steps=2",
+        "eval.fid_extractor=substitute",
+    )
+    assert rc == 0
+    fids = [r for r in metrics(run_dir) if "fid" in r]
+    assert [r["step"] for r in fids] == [2, 4]
+    assert all(r["comparable"] is False and np.isfinite(r["fid"]) for r in fids)
+    best = min(fids, key=lambda r: r["fid"])
+    saved = json.loads((run_dir / "best" / "metrics.json").read_text())
+    assert saved["step"] == best["step"] and saved["fid"] == pytest.approx(best["fid"])
+    DDPMPipeline.from_pretrained(str(run_dir / "best"))
+
+
+def test_refine_phase_starts_from_the_base_ema_and_adds_lpips(base_run, tiny_cfg, ds16, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run_dir = tmp_path / "refine"
+    rc = run(
+        tiny_cfg,
+        ds16,
+        run_dir,
+        "refine.enabled=true",
+        f"refine.base_run_dir={base_run}",
+        "refine.lpips_random_backbone=true",
+        "refine.lpips_weight=0.5",
+        "refine.lpips_max_timestep=800",
+        "train.max_steps=2",
+        "train.checkpoint_every_steps=100",
+    )
+    assert rc == 0
+    assert "RANDOM alex backbone" in caplog.text and "augmentation off, refine (LPIPS)" in caplog.text
+    assert "checkpoint-20 (ema weights)" in caplog.text
+    rows = [r for r in metrics(run_dir) if "loss" in r]
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_refine_without_lpips_weights_says_where_to_put_them(base_run, tiny_cfg, ds16, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    rc = run(tiny_cfg, ds16, tmp_path / "r", "refine.enabled=true", f"refine.base_run_dir={base_run}")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "alexnet-owt-7be5be79.pth" in err and str(tmp_path / "torch_home") in err
+    assert "refine.lpips_backbone_path" in err
+
+
+def test_lpips_backbone_loads_from_a_torchvision_weights_file(tmp_path):
+    import torchvision
+
+    from training.config import RefineConfig
+    from training.refine import build_lpips
+
+    tv = torchvision.models.alexnet()
+    path = tmp_path / "alexnet.pth"
+    torch.save(tv.state_dict(), path)
+    lp = build_lpips(RefineConfig(lpips_backbone_path=str(path)), "cpu")
+    torch.testing.assert_close(lp.net.slice1[0].weight, tv.features[0].weight)
+    torch.testing.assert_close(getattr(lp.net.slice5, "10").bias, tv.features[10].bias)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert float(lp(x, x).abs().max()) < 1e-6
+
+
+def test_resume_latest_without_a_checkpoint_starts_fresh_and_a_bad_path_is_named(tiny_cfg, ds16, tmp_path, capsys):
+    run_dir = tmp_path / "fresh"
+    assert run(tiny_cfg, ds16, run_dir, "train.max_steps=2", "train.sample_every_steps=null", resume="latest") == 0
+    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-2"]
+    assert run(tiny_cfg, ds16, tmp_path / "other", resume=str(tmp_path / "missing")) == 2
+    assert "not a complete checkpoint folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("optim.fused=false", "noise.prediction_type=v_prediction", "noise.beta_schedule=cosine", "loss.kind=l1"),
+        ("noise.prediction_type=sample", "loss.kind=l1_mse", "loss.min_snr_gamma=5.0", "ema.enabled=false"),
+    ],
+)
+def test_other_objectives_and_the_unfused_optimizer_train(tiny_cfg, ds16, tmp_path, overrides):
+    run_dir = tmp_path / "obj"
+    assert run(tiny_cfg, ds16, run_dir, "train.max_steps=3", "train.sample_every_steps=null", *overrides) == 0
+    rows = [r for r in metrics(run_dir) if "loss" in r]
+    assert len(rows) == 3 and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    meta = json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())
+    assert meta["custom_objects"] == (["run_state"] if "ema.enabled=false" in overrides else ["ema", "run_state"])
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(str(run_dir / "pipeline"))
+    wanted = next(o.split("=")[1] for o in overrides if o.startswith("noise.prediction_type="))
+    assert pipe.scheduler.config.prediction_type == wanted

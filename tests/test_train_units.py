@@ -1,0 +1,214 @@
+"""Unit tests of the trainer's pure parts: config errors, losses, augmentations, batch order, LR schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.augment import augment_batch, color_jitter, gaussian_blur, hflip, rotate, sharpen
+from training.config import AugmentConfig, load_train_config
+from training.configio import ConfigError
+from training.data import batch_indices
+from training.losses import (
+    add_noise,
+    diffusion_loss,
+    min_snr_weights,
+    per_sample_loss,
+    predict_x0,
+    training_target,
+)
+from training.model import lr_lambda
+
+BASE = ["data.dataset_dir=/nonexistent", "train.max_steps=5"]
+
+
+# -- config -------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_key_names_dotted_path(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optim\.lrr'"):
+        load_train_config(cfg, BASE)
+
+
+def test_unknown_unet_argument_is_rejected():
+    with pytest.raises(ConfigError, match=r"model\.blok_out_channels is not a diffusers\.UNet2DModel argument"):
+        load_train_config(None, [*BASE, "model.blok_out_channels=[8,16]"])
+
+
+def test_any_unet_argument_is_accepted_and_defaults_fill_in():
+    cfg = load_train_config(None, [*BASE, "model.dropout=0.1", "data.resolution=32"])
+    assert cfg.model["dropout"] == 0.1
+    assert cfg.model["sample_size"] == 32
+    assert cfg.model["block_out_channels"] == [64, 128, 256]
+
+
+def test_bad_values_and_missing_required_keys_are_named():
+    with pytest.raises(ConfigError, match=r"noise\.prediction_type"):
+        load_train_config(None, [*BASE, "noise.prediction_type=x0"])
+    with pytest.raises(ConfigError, match=r"train\.max_steps or train\.num_epochs"):
+        load_train_config(None, ["data.dataset_dir=x", "train.batch_size=4"])
+    with pytest.raises(ConfigError, match=r"data\.dataset_dir"):
+        load_train_config(None, ["train.max_steps=3", "data.resolution=64"])
+    with pytest.raises(ConfigError, match=r"refine\.base_run_dir"):
+        load_train_config(None, [*BASE, "refine.enabled=true"])
+
+
+def test_presets_validate(repo_root):
+    for name in ("demo", "small", "seed001", "diffusers_example", "refine"):
+        cfg = load_train_config(repo_root / "configs" / "train" / f"{name}.yaml")
+        assert cfg.model["sample_size"] == cfg.data.resolution == 64
+    seed001 = load_train_config(repo_root / "configs/train/seed001.yaml")
+    assert seed001.model["block_out_channels"] == [128, 256, 384, 512]
+    assert seed001.model["down_block_types"][1:] == ["AttnDownBlock2D"] * 3
+
+
+def test_cosine_schedule_maps_to_diffusers_name():
+    cfg = load_train_config(None, [*BASE, "noise.beta_schedule=cosine"])
+    assert cfg.noise.scheduler_config()["beta_schedule"] == "squaredcos_cap_v2"
+
+
+# -- losses -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sched():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
+def test_add_noise_and_velocity_match_diffusers(sched):
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    a = sched.alphas_cumprod
+    torch.testing.assert_close(add_noise(a, x0, noise, t), sched.add_noise(x0, noise, t))
+    torch.testing.assert_close(training_target("v_prediction", a, x0, noise, t), sched.get_velocity(x0, noise, t))
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])
+def test_predict_x0_inverts_the_target(sched, pred):
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([5, 300, 900])
+    a = sched.alphas_cumprod
+    x_t = add_noise(a, x0, noise, t)
+    out = training_target(pred, a, x0, noise, t)
+    torch.testing.assert_close(predict_x0(pred, a, x_t, out, t), x0, atol=2e-3, rtol=1e-3)
+
+
+def test_loss_kinds():
+    pred, target = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 2.0)
+    assert per_sample_loss(pred, target, kind="mse").tolist() == [4.0, 4.0]
+    assert per_sample_loss(pred, target, kind="l1").tolist() == [2.0, 2.0]
+    # seed 000: 0.25 L1 + 0.75 MSE
+    assert per_sample_loss(pred, target, kind="l1_mse", l1_weight=0.25).tolist() == [3.5, 3.5]
+    w = torch.tensor([1.0, 0.0])
+    assert float(diffusion_loss(pred, target, kind="mse", weights=w)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="unknown loss kind"):
+        per_sample_loss(pred, target, kind="huber")
+
+
+def test_min_snr_weights(sched):
+    a = sched.alphas_cumprod
+    t = torch.tensor([0, 999])
+    w_eps = min_snr_weights(a, t, gamma=5.0, prediction_type="epsilon")
+    # low noise (high SNR) is down-weighted to gamma / snr, high noise keeps weight 1
+    assert float(w_eps[0]) < 0.01 and float(w_eps[1]) == pytest.approx(1.0)
+    w_v = min_snr_weights(a, t, gamma=5.0, prediction_type="v_prediction")
+    assert float(w_v[0]) == pytest.approx(5.0 / (float(a[0] / (1 - a[0])) + 1), rel=1e-4)
+    # the cosine schedule reaches alpha_T ~ 0: weights stay finite
+    from diffusers import DDPMScheduler
+
+    cos = DDPMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    assert torch.isfinite(min_snr_weights(cos, torch.arange(1000), gamma=5.0, prediction_type="epsilon")).all()
+
+
+# -- augmentation -------------------------------------------------------------------------------------------------
+
+
+def _img(b=4, s=16):
+    return torch.rand(b, 3, s, s, generator=torch.Generator().manual_seed(3))
+
+
+def test_hflip_and_identity_transforms():
+    x = _img()
+    mask = torch.tensor([True, False, True, False])
+    y = hflip(x, mask)
+    torch.testing.assert_close(y[0], x[0].flip(-1))
+    torch.testing.assert_close(y[1], x[1])
+    torch.testing.assert_close(rotate(x, torch.zeros(4)), x, atol=1e-5, rtol=0)
+    one = torch.ones(4)
+    torch.testing.assert_close(color_jitter(x, one, one, one, torch.zeros(4)), x, atol=1e-5, rtol=0)
+
+
+def test_rotation_moves_pixels_and_blur_sharpen_change_detail():
+    x = _img()
+    assert (rotate(x, torch.full((4,), 5.0)) - x).abs().mean() > 0.01
+    blurred = gaussian_blur(x, torch.full((4,), 1.0), 1.0)
+    sharp = sharpen(x, torch.full((4,), 1.0))
+
+    def detail(z):
+        return (z[..., 1:] - z[..., :-1]).abs().mean()
+
+    assert detail(blurred) < 0.7 * detail(x)
+    assert detail(sharp) > detail(x)
+    assert 0.0 <= float(sharp.min()) and float(sharp.max()) <= 1.0
+
+
+def test_color_jitter_each_factor():
+    x = _img()
+    one, zero = torch.ones(4), torch.zeros(4)
+    assert float(color_jitter(x, one * 0.5, one, one, zero).mean()) < 0.6 * float(x.mean())
+    low_sat = color_jitter(x, one, one, zero, zero)
+    torch.testing.assert_close(low_sat[:, 0], low_sat[:, 1], atol=1e-5, rtol=0)  # grey
+    assert (color_jitter(x, one, one, one, one * 0.25) - x).abs().mean() > 0.01  # hue turned
+
+
+def test_augment_batch_is_deterministic_per_generator_and_switchable():
+    x = _img(8)
+    cfg = AugmentConfig(blur_p=1.0, sharpen_p=0.5)
+    a = augment_batch(x.clone(), cfg, torch.Generator().manual_seed(7))
+    b = augment_batch(x.clone(), cfg, torch.Generator().manual_seed(7))
+    c = augment_batch(x.clone(), cfg, torch.Generator().manual_seed(8))
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 1e-3
+    off = augment_batch(x, AugmentConfig(enabled=False), torch.Generator().manual_seed(7))
+    assert off is x
+
+
+# -- batch order and LR -------------------------------------------------------------------------------------------
+
+
+def test_batch_order_is_a_permutation_per_epoch_and_ranks_are_disjoint():
+    n, bs, world = 12, 2, 2
+    steps_per_epoch = n // (bs * world)
+    seen = torch.cat(
+        [
+            batch_indices(n, step=s, batch_size=bs, seed=0, rank=r, world=world)
+            for s in range(steps_per_epoch)
+            for r in range(world)
+        ]
+    )
+    assert sorted(seen.tolist()) == list(range(n))
+    again = batch_indices(n, step=1, batch_size=bs, seed=0, rank=1, world=world)
+    assert again.tolist() == batch_indices(n, step=1, batch_size=bs, seed=0, rank=1, world=world).tolist()
+    # a dataset smaller than a batch wraps into the next epoch's permutation
+    small = batch_indices(3, step=0, batch_size=8, seed=0)
+    assert small.shape == (8,) and set(small.tolist()) == {0, 1, 2}
+    other_seed = torch.cat([batch_indices(n, step=s, batch_size=4, seed=1) for s in range(3)])
+    first = torch.cat([batch_indices(n, step=s, batch_size=4, seed=0) for s in range(3)])
+    assert other_seed.tolist() != first.tolist()
+
+
+def test_lr_warmup_then_cosine():
+    kw = {"warmup_steps": 10, "total_steps": 110, "schedule": "cosine"}
+    assert lr_lambda(0, **kw) == pytest.approx(0.1)
+    assert lr_lambda(9, **kw) == pytest.approx(1.0)
+    assert lr_lambda(60, **kw) == pytest.approx(0.5)
+    assert lr_lambda(110, **kw) == pytest.approx(0.0, abs=1e-9)
+    assert lr_lambda(110, **kw, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_lambda(50, warmup_steps=0, total_steps=100, schedule="constant") == 1.0

@@ -1,0 +1,140 @@
+"""Run-directory checkpoints: atomic ``accelerator.save_state`` folders, rotation, ``latest`` lookup, run state.
+
+Layout (contracts.md section 4): ``<run_dir>/checkpoints/checkpoint-<step>/`` holds what
+``accelerator.save_state`` writes (model, optimizer, grad scaler, every rank's RNG states, and the
+objects registered for checkpointing: the EMA and :class:`RunState`), the run's ``config.yaml``, and ``meta.json``
+(step, epoch, version, the registered objects' names in order).
+Every rank writes into ``.tmp-checkpoint-<step>``; the main process writes ``meta.json`` last and renames the
+folder, so a crash mid-write leaves only a ``.tmp-*`` folder that :func:`latest_checkpoint` never picks.
+
+Example::
+
+    from training.checkpoint import latest_checkpoint, list_checkpoints
+    print(list_checkpoints("runs/demo"), latest_checkpoint("runs/demo"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from training.configio import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "RunState",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "write_json_atomic",
+    "read_meta",
+]
+
+CHECKPOINT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class RunState:
+    """Loop counters saved with every checkpoint (registered with ``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # optimizer steps done
+        self.nonfinite_total = 0
+        self.best_fid: float | None = None
+        self.best_step: int | None = None
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "nonfinite_total": self.nonfinite_total,
+            "best_fid": self.best_fid,
+            "best_step": self.best_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.best_fid = state.get("best_fid")
+        self.best_step = state.get("best_step")
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (renamed into place, with meta.json), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / "meta.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def read_meta(ckpt: str | Path) -> dict:
+    return json.loads((Path(ckpt) / "meta.json").read_text(encoding="utf-8"))
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str) -> Path | None:
+    """``latest`` -> the newest complete checkpoint of ``run_dir`` (None if there is none); else a path or name."""
+    if which == "latest":
+        return latest_checkpoint(run_dir)
+    for cand in (Path(which), Path(run_dir) / "checkpoints" / which):
+        if cand.is_dir() and (cand / "meta.json").is_file():
+            return cand
+        if cand.is_dir() and latest_checkpoint(cand) is not None:  # a run directory
+            return latest_checkpoint(cand)
+    raise ConfigError(
+        f"--resume {which}: not a complete checkpoint folder (with meta.json) or run directory; "
+        f"see {Path(run_dir) / 'checkpoints'}"
+    )
+
+
+def save_checkpoint(
+    accelerator, run_dir: str | Path, *, step: int, meta: dict, keep: int, config_yaml: str | None = None
+) -> Path:
+    """Collective: every rank calls it. Writes ``checkpoint-<step>`` atomically, then keeps the newest ``keep``.
+
+    ``config_yaml`` (the resolved run config) is stored beside the state, so a checkpoint rebuilds its model alone.
+    """
+    root = Path(run_dir) / "checkpoints"
+    final = root / f"checkpoint-{step}"
+    tmp = root / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if config_yaml is not None:
+            (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        write_json_atomic(tmp / "meta.json", {"step": step, "version": CHECKPOINT_VERSION, **meta})
+        if final.exists():  # the same step saved again (e.g. a signal right after a resume)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("saved %s", final)
+    accelerator.wait_for_everyone()
+    return final

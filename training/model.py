@@ -1,0 +1,116 @@
+"""Network, noise schedule, optimizer and LR schedule builders for the trainer (no Accelerator, no disk).
+
+Example::
+
+    from training.config import load_train_config
+    from training.model import build_unet, build_noise_scheduler, count_parameters
+    cfg = load_train_config("configs/train/demo.yaml", ["data.dataset_dir=demo_out/dataset"])
+    unet = build_unet(cfg)
+    print(count_parameters(unet), build_noise_scheduler(cfg).config.num_train_timesteps)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig, unet_kwargs
+from training.configio import ConfigError
+
+__all__ = [
+    "build_unet",
+    "build_noise_scheduler",
+    "build_optimizer",
+    "lr_lambda",
+    "count_parameters",
+    "fallback_generate",
+    "unet_flops_per_image",
+]
+
+
+def build_unet(cfg: TrainConfig):
+    """``diffusers.UNet2DModel`` from the ``model`` section; a bad combination is a ConfigError naming ``model``."""
+    from diffusers import UNet2DModel
+
+    kwargs = unet_kwargs(cfg)
+    try:
+        return UNet2DModel(**kwargs)
+    except (ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
+        raise ConfigError(
+            f"model: diffusers.UNet2DModel rejected {kwargs}: {exc}. block_out_channels, down_block_types and "
+            "up_block_types need the same length, and each width must divide by norm_num_groups"
+        ) from None
+
+
+def build_noise_scheduler(cfg: TrainConfig):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**cfg.noise.scheduler_config())
+
+
+def build_optimizer(params, cfg: TrainConfig, *, device_type: str) -> torch.optim.Optimizer:
+    """AdamW; fused (one kernel per step, on CPU and CUDA) unless ``optim.fused`` is false."""
+    o = cfg.optim
+    fused = o.fused and device_type in ("cuda", "cpu")
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps, fused=fused)
+
+
+def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0) -> float:
+    """LR multiplier at optimizer step ``step``: linear warmup, then cosine/linear decay to ``min_ratio``, or flat."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        decay = 1.0 - progress
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r}")
+    return min_ratio + (1.0 - min_ratio) * decay
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def fallback_generate(
+    unet, scheduler_config: dict, *, num_images: int, seed: int, batch_size: int, steps: int, start_index: int = 0
+) -> np.ndarray:
+    """DDIM sampling used only when ``training.sample`` is not importable: uint8 (N, H, W, 3), image i from seed+i."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(dict(scheduler_config))
+    sched.set_timesteps(steps)
+    device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+    size, ch = unet.config.sample_size, unet.config.in_channels
+    out = []
+    for lo in range(0, num_images, batch_size):
+        idx = range(lo, min(num_images, lo + batch_size))
+        x = torch.stack(
+            [torch.randn(ch, size, size, generator=torch.Generator().manual_seed(seed + start_index + i)) for i in idx]
+        ).to(device, dtype)
+        for t in sched.timesteps:
+            eps = unet(x, t).sample
+            x = sched.step(eps, t, x).prev_sample
+        img = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        out.append(img.permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def unet_flops_per_image(unet, resolution: int, *, training: bool = True) -> float:
+    """FLOPs of one image through the UNet (forward, x3 for forward + backward when ``training``), counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(unet.parameters()).device
+    x = torch.randn(1, unet.config.in_channels, resolution, resolution, device=device)
+    t = torch.tensor([10], device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        unet(x, t)
+    fwd = counter.get_total_flops()
+    return float(fwd * (3 if training else 1))

@@ -1,0 +1,121 @@
+"""Run-directory pictures: sample grids, samples over time, and the loss / FID curves from ``metrics.jsonl``.
+
+Example::
+
+    from training.plots import plot_curves, samples_over_time
+    plot_curves("runs/demo/metrics.jsonl", "runs/demo/curves.png")
+    samples_over_time("runs/demo/samples", "runs/demo/samples_over_time.png")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_grid", "save_png", "save_grid", "samples_over_time", "read_metrics", "plot_curves"]
+
+_STEP = re.compile(r"^step-(\d+)\.png$")
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> one uint8 image with the N tiles on a white background."""
+    n, h, w, c = images.shape
+    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
+    nrows = max(1, math.ceil(n / ncols))
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncols)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
+    return out
+
+
+def save_png(img: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (H, W, 3) array as PNG atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(img).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None) -> Path:
+    return save_png(make_grid(images, ncols), path)
+
+
+def samples_over_time(samples_dir: str | Path, out_png: str | Path, *, max_frames: int = 8) -> Path | None:
+    """Stack up to ``max_frames`` evenly spaced ``step-<N>.png`` grids top to bottom, each labelled with its step."""
+    from PIL import Image, ImageDraw
+
+    frames = sorted((int(m.group(1)), p) for p in Path(samples_dir).glob("step-*.png") if (m := _STEP.match(p.name)))
+    if not frames:
+        return None
+    if len(frames) > max_frames:
+        picks = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
+        frames = [frames[i] for i in sorted(set(picks.tolist()))]
+    imgs = [(step, Image.open(p).convert("RGB")) for step, p in frames]
+    label_h = 14
+    width = max(im.width for _, im in imgs)
+    canvas = Image.new("RGB", (width, sum(im.height + label_h for _, im in imgs)), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for step, im in imgs:
+        draw.text((2, y + 1), f"step {step}", fill="black")
+        canvas.paste(im, (0, y + label_h))
+        y += im.height + label_h
+    return save_png(np.asarray(canvas), out_png)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            rows.append(json.loads(line))
+    return rows
+
+
+def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
+    """Training loss (and held-out EMA loss) against step, and FID against step when logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_jsonl)
+    series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in ("loss", "heldout_loss", "fid")}
+    if not any(series.values()):
+        return None
+    has_fid = bool(series["fid"])
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    for key, label in (("loss", "train loss"), ("heldout_loss", "held-out EMA loss")):
+        if series[key]:
+            xs, ys = zip(*series[key], strict=True)
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    if has_fid:
+        xs, ys = zip(*series["fid"], strict=True)
+        axes[0, 1].plot(xs, ys, marker="o")
+        axes[0, 1].set_xlabel("step")
+        axes[0, 1].set_ylabel("FID")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png

@@ -1,0 +1,177 @@
+"""The refine phase (seed 000's design card): from a base run, augmentation off, plus an LPIPS perceptual loss.
+
+A refine run is an ordinary training run (training/train.py) whose config sets ``refine.enabled: true`` and
+``refine.base_run_dir``: the UNet starts from the base run's latest checkpoint (its EMA weights by default, or
+an exported pipeline folder), augmentation is turned off, and the loss gains
+``refine.lpips_weight * LPIPS(predicted x0, real x0)``, optionally only where ``t < refine.lpips_max_timestep``.
+
+LPIPS uses the real ImageNet backbone: the torchvision weights file from ``refine.lpips_backbone_path`` or the
+torch hub cache (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` for ``alex``). The calibrated
+linear heads ship inside the ``lpips`` package. A missing backbone stops the run with a message saying where to
+put the file; a random backbone (``lpips.LPIPS(pnet_rand=True)``) is used only when
+``refine.lpips_random_backbone: true`` (tests), and the run says so loudly.
+
+Example::
+
+    accelerate launch training/refine.py --config configs/train/refine.yaml \\
+        refine.base_run_dir=runs/small data.dataset_dir=out/dataset run_dir=runs/small-refine
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (python training/refine.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from training.checkpoint import latest_checkpoint  # noqa: E402
+from training.config import RefineConfig  # noqa: E402
+from training.configio import ConfigError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+__all__ = ["backbone_filename", "build_lpips", "load_base_weights", "lpips_term", "main"]
+
+_TV_WEIGHTS = {
+    "alex": ("AlexNet_Weights", "IMAGENET1K_V1"),
+    "vgg": ("VGG16_Weights", "IMAGENET1K_V1"),
+    "squeeze": ("SqueezeNet1_1_Weights", "IMAGENET1K_V1"),
+}
+
+
+def backbone_filename(net: str) -> str:
+    """The torchvision weights file LPIPS' ``net`` loads, e.g. ``alexnet-owt-7be5be79.pth``."""
+    import torchvision.models as tvm
+
+    enum_name, member = _TV_WEIGHTS[net]
+    return getattr(getattr(tvm, enum_name), member).url.rsplit("/", 1)[-1]
+
+
+def _load_backbone(lp, path: Path) -> None:
+    """Copy a torchvision classifier's ``features.*`` weights into LPIPS' sliced trunk (``slice<k>.<idx>.*``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    target = {}
+    for slice_name, sl in lp.net.named_children():
+        for idx, mod in sl.named_children():
+            for pname, _ in mod.named_parameters():
+                key = f"{idx}.{pname}"
+                if key not in feats:
+                    raise ConfigError(
+                        f"refine.lpips_backbone_path: {path} has no features.{key}; is it the right net?"
+                    )
+                target[f"{slice_name}.{idx}.{pname}"] = feats[key]
+    lp.net.load_state_dict(target, strict=True)
+
+
+def build_lpips(cfg: RefineConfig, device) -> torch.nn.Module:
+    """A frozen ``lpips.LPIPS`` on ``device`` with the real backbone (or a random one only if the config says so)."""
+    import lpips
+
+    lp = lpips.LPIPS(net=cfg.lpips_net, pnet_rand=True, verbose=False)  # no download; trunk loaded below
+    if cfg.lpips_random_backbone:
+        log.warning(
+            "LPIPS uses a RANDOM %s backbone (refine.lpips_random_backbone=true): for tests only", cfg.lpips_net
+        )
+    else:
+        name = backbone_filename(cfg.lpips_net)
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / name
+        path = Path(cfg.lpips_backbone_path) if cfg.lpips_backbone_path else hub
+        if not path.is_file():
+            raise ConfigError(
+                f"refine: LPIPS backbone weights {path} not found; download {name} (torchvision ImageNet weights) "
+                f"and put it at {hub} or set refine.lpips_backbone_path=/path/to/{name}"
+            )
+        _load_backbone(lp, path)
+    lp.eval().requires_grad_(False)
+    return lp.to(device)
+
+
+def lpips_term(lp, x0_pred: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, max_timestep: int | None) -> torch.Tensor:
+    """Scalar: batch mean of LPIPS (B,) between predicted and real x0 in [-1, 1], zero where ``t >= max_timestep``."""
+    a, b = x0_pred.float().clamp(-1, 1), x0.float()
+    if a.shape[-1] < 64:  # AlexNet's stride-4 stem needs >= ~32 px; faces are 64 px
+        a = F.interpolate(a, size=64, mode="bilinear", align_corners=False)
+        b = F.interpolate(b, size=64, mode="bilinear", align_corners=False)
+    d = lp(a, b).view(-1)  # (B,)
+    if max_timestep is not None:
+        d = d * (t < max_timestep).float()
+    return d.mean()
+
+
+def load_base_weights(cfg: RefineConfig, unet) -> str:
+    """Load the base run's weights into ``unet`` (in place); returns a description of where they came from."""
+    from safetensors.torch import load_file
+
+    base = Path(cfg.base_run_dir)
+    if (base / "unet").is_dir():  # an exported pipeline: its weights are the EMA weights
+        from diffusers import UNet2DModel
+
+        src = UNet2DModel.from_pretrained(str(base), subfolder="unet")
+        _load_strict(unet, src.state_dict(), base)
+        return f"{base} (exported pipeline)"
+    if (base / "meta.json").is_file():
+        ckpt = base
+    else:
+        ckpt = (
+            latest_checkpoint(base) if cfg.base_checkpoint == "latest" else base / "checkpoints" / cfg.base_checkpoint
+        )
+    if ckpt is None or not (ckpt / "meta.json").is_file():
+        raise ConfigError(
+            f"refine.base_run_dir: no complete checkpoint in {base} (want {cfg.base_checkpoint}); train the base run "
+            "first or point it at a checkpoint-<step> folder or an exported pipeline"
+        )
+    meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+    objects = meta.get("custom_objects", [])
+    if cfg.init_from == "ema":
+        if "ema" not in objects:
+            raise ConfigError(
+                f"refine.init_from=ema: {ckpt} has no EMA (the base run had ema.enabled=false); "
+                "set refine.init_from=model"
+            )
+        state = torch.load(
+            ckpt / f"custom_checkpoint_{objects.index('ema')}.pkl", map_location="cpu", weights_only=False
+        )
+        shadow = state["shadow_params"]
+        params = list(unet.parameters())
+        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params, strict=True)):
+            raise ConfigError(
+                f"refine: the EMA weights in {ckpt} do not fit the model section; copy the base run's "
+                "model section into the refine config"
+            )
+        with torch.no_grad():
+            for s, p in zip(shadow, params, strict=True):
+                p.copy_(s)
+    else:
+        _load_strict(unet, load_file(str(ckpt / "model.safetensors")), ckpt)
+    return f"{ckpt} ({cfg.init_from} weights)"
+
+
+def _load_strict(unet, state: dict, where: Path) -> None:
+    try:
+        unet.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"refine: the weights in {where} do not fit the model section ({str(exc)[:200]}); copy the "
+            "base run's model section into the refine config"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``training/train.py`` with a check that the config turns the refine phase on."""
+    from training import train
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "refine.enabled=true" not in args:
+        args.append("refine.enabled=true")
+    return train.main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,749 @@
+"""Train a DDPM (diffusers UNet2DModel + DDPMScheduler) on the curated faces, with accelerate.
+
+Reads top to bottom: config -> accelerator -> data -> model -> optimizer -> resume -> loop -> export.
+
+    accelerate launch training/train.py --config configs/train/demo.yaml data.dataset_dir=demo_out/dataset \\
+        run_dir=demo_out/run [--dry-run] [--resume latest|PATH]
+    python training/train.py --config configs/train/small.yaml data.dataset_dir=out/dataset train.max_steps=100
+
+Any number of processes (one GPU, many GPUs, several machines, or the CPU: whatever ``accelerate config`` says).
+
+Run directory (contracts.md section 4)::
+
+    <run_dir>/config.yaml                      resolved config (every default written out)
+    <run_dir>/checkpoints/checkpoint-<step>/   accelerator.save_state + meta.json; keep-N rotation; atomic
+    <run_dir>/samples/step-<step>.png          sample grids from the EMA weights (fast DDIM sampler)
+    <run_dir>/logs/                            tensorboard (or wandb)
+    <run_dir>/metrics.jsonl                    one JSON object per logged step / evaluation
+    <run_dir>/pipeline/                        exported DDPMPipeline (EMA weights, safetensors) + training_config.yaml
+    <run_dir>/best/                            the same for the best checkpoint by FID (when eval.fid_every_steps)
+    <run_dir>/curves.png, samples_over_time.png
+
+Determinism and resume: the batch order, augmentation, noise and timesteps of micro-step k on rank r come from
+generators seeded by (seed, r, k) (training/data.py), and the LR is a pure function of the step, so
+``--resume latest`` continues exactly (model, optimizer, scaler, EMA, step and RNG are in the checkpoint).
+SIGTERM/SIGINT write a checkpoint and exit 0. A non-finite gradient skips the optimizer step (on the device for
+fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint
+(checked at log steps, the loop's only host-device sync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (accelerate launch training/train.py): repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.checkpoint import (  # noqa: E402
+    RunState,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from training.config import TrainConfig, load_train_config  # noqa: E402
+from training.configio import ConfigError, dump_config  # noqa: E402
+
+log = logging.getLogger("ptt.train")
+
+EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_DIVERGED = 0, 2, 3, 4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ptt-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="YAML under configs/train/")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and derived figures, then exit")
+    p.add_argument("--resume", default=None, help="'latest' (starts fresh when there is none) or a checkpoint path")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        if args.dry_run:
+            return dry_run(cfg)
+        return train(cfg, resume=args.resume)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Derived figures
+
+
+def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
+    t = cfg.train
+    effective_batch = t.batch_size * t.grad_accum_steps * world
+    steps_per_epoch = max(1, n_train // effective_batch)
+    total = t.max_steps if t.max_steps is not None else t.num_epochs * steps_per_epoch
+    return {
+        "world_size": world,
+        "train_images": n_train,
+        "effective_batch": effective_batch,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "epochs": round(total * effective_batch / max(1, n_train), 2),
+    }
+
+
+def dry_run(cfg: TrainConfig) -> int:
+    from training.data import load_split
+    from training.model import build_unet, count_parameters
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ds = load_split(cfg.data.dataset_dir, cfg.data.train_split, hub_dataset=cfg.data.hub_dataset)
+    n = len(ds) if cfg.data.max_images is None else min(len(ds), cfg.data.max_images)
+    figs = {"parameters": count_parameters(build_unet(cfg)), **derived_figures(cfg, n, world)}
+    print(dump_config(cfg), end="")
+    print("# derived")
+    for k, v in figs.items():
+        print(f"# {k}: {v:,}" if isinstance(v, int) else f"# {k}: {v}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One training step's loss (a pure function of the batch, the generator and the networks)
+
+
+def step_loss(unet, x0, g, cfg: TrainConfig, alphas_cumprod, *, channels_last: bool = False, lpips_net=None):
+    """Scalar float32 loss for a batch ``x0`` (B, 3, H, W) in [-1, 1]; noise and timesteps drawn from ``g``."""
+    import torch
+
+    from training.losses import add_noise, diffusion_loss, min_snr_weights, predict_x0, training_target
+
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+    t = torch.randint(0, cfg.noise.num_train_timesteps, (b,), generator=g, device=x0.device)
+    x_t = add_noise(alphas_cumprod, x0, noise, t)
+    if channels_last:
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
+    out = unet(x_t, t).sample.float()  # loss in fp32 whatever the autocast dtype
+    pred_type = cfg.noise.prediction_type
+    target = training_target(pred_type, alphas_cumprod, x0, noise, t)
+    weights = None
+    if cfg.loss.min_snr_gamma is not None:
+        weights = min_snr_weights(alphas_cumprod, t, gamma=cfg.loss.min_snr_gamma, prediction_type=pred_type)
+    loss = diffusion_loss(out, target, kind=cfg.loss.kind, l1_weight=cfg.loss.l1_weight, weights=weights)
+    if lpips_net is not None and cfg.refine.lpips_weight > 0:
+        from training.refine import lpips_term
+
+        x0_pred = predict_x0(pred_type, alphas_cumprod, x_t, out, t)
+        loss = loss + cfg.refine.lpips_weight * lpips_term(lpips_net, x0_pred, x0, t, cfg.refine.lpips_max_timestep)
+    return loss
+
+
+def step_generator(device, seed: int, rank: int, micro_step: int):
+    """One generator per (seed, rank, micro-step): augmentation, noise and timesteps never depend on history."""
+    import torch
+
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + rank) * 1_000_000_007 + micro_step)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling and evaluation, split across ranks so that no rank waits on another for long
+
+
+def generate_split(
+    accelerator,
+    unet,
+    scheduler_config: dict,
+    *,
+    num_images: int,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    scheduler: str,
+):
+    """Every rank samples its contiguous share; returns all ``num_images`` uint8 (N, H, W, 3) on every rank."""
+    import numpy as np
+    import torch
+
+    try:
+        from training.sample import generate
+    except ImportError:
+        generate = None
+    world, rank = accelerator.num_processes, accelerator.process_index
+    share = math.ceil(num_images / world)
+    lo, hi = min(num_images, rank * share), min(num_images, (rank + 1) * share)
+    if generate is not None:
+        mine = (
+            generate(
+                unet,
+                scheduler_config,
+                num_images=hi - lo,
+                seed=seed,
+                batch_size=batch_size,
+                steps=steps,
+                scheduler=scheduler,
+                device=accelerator.device,
+                start_index=lo,
+            )
+            if hi > lo
+            else None
+        )
+    else:
+        from training.model import fallback_generate
+
+        mine = (
+            fallback_generate(
+                unet,
+                scheduler_config,
+                num_images=hi - lo,
+                seed=seed,
+                batch_size=batch_size,
+                steps=steps,
+                start_index=lo,
+            )
+            if hi > lo
+            else None
+        )
+    size = unet.config.sample_size
+    padded = np.zeros((share, size, size, 3), np.uint8)
+    if mine is not None and len(mine):
+        padded[: len(mine)] = mine
+    if world == 1:
+        return padded[:num_images]
+    gathered = accelerator.gather(torch.from_numpy(padded).to(accelerator.device))  # (world * share, H, W, 3)
+    return gathered.cpu().numpy()[:num_images]
+
+
+@contextlib.contextmanager
+def ema_weights(ema, train_model, eval_unet):
+    """``eval_unet`` holding the EMA weights (or the raw weights when EMA is off), in eval mode."""
+    import torch
+
+    with torch.no_grad():
+        if ema is not None:
+            ema.copy_to(eval_unet.parameters())
+        else:
+            for p_eval, p in zip(eval_unet.parameters(), train_model.parameters(), strict=True):
+                p_eval.copy_(p)
+    eval_unet.eval()
+    yield eval_unet
+
+
+def heldout_loss(accelerator, unet, test_u8, cfg: TrainConfig, alphas_cumprod) -> float:
+    """Mean loss of the EMA net on fixed test batches with fixed noise (seed 001's held-out EMA loss)."""
+    import torch
+
+    from training.data import to_model_range
+
+    world, rank, dev = accelerator.num_processes, accelerator.process_index, accelerator.device
+    n, bs = len(test_u8), cfg.train.batch_size
+    total = torch.zeros(2, device=dev)
+    with torch.no_grad(), accelerator.autocast():
+        for i in range(rank, cfg.eval.heldout_batches, world):
+            idx = torch.arange(i * bs, (i + 1) * bs, device=test_u8.device) % n
+            x0 = to_model_range(test_u8[idx].to(dev))
+            g = torch.Generator(device=dev).manual_seed(cfg.train.seed + 12345 + i)
+            total += torch.stack([step_loss(unet, x0, g, cfg, alphas_cumprod).float(), torch.ones((), device=dev)])
+    total = accelerator.reduce(total, reduction="sum") if world > 1 else total
+    return float(total[0] / total[1].clamp_min(1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signals: SIGTERM (a preempted cloud machine) and SIGINT (Ctrl-C) ask for a checkpoint and a clean exit
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum = None
+        self._old = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        log.warning("got %s: checkpointing at the end of this step, then exiting", signal.Signals(signum).name)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint so metrics.jsonl reads as one run."""
+    if not path.is_file():
+        return
+    keep = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step
+    ]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 - one story, top to bottom
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+    from diffusers import UNet2DModel
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from training.augment import augment_batch
+    from training.data import batch_indices, epoch_of, load_images, to_device
+    from training.export import export_pipeline
+    from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
+    from training.plots import plot_curves, samples_over_time, save_grid
+
+    t = cfg.train
+    run_dir = Path(cfg.run_dir)
+
+    # -- accelerator -------------------------------------------------------------------------------------------
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=t.grad_accum_steps,
+        log_with=None if t.log_with == "none" else t.log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    is_main = accelerator.is_main_process
+    set_seed(t.seed)  # identical initial weights on every rank
+    if t.tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # -- run directory: resume it, or refuse to mix a new run into an old one ---------------------------------
+    ckpt = resolve_checkpoint(run_dir, resume) if resume else None
+    if resume is None and list_checkpoints(run_dir):
+        raise ConfigError(
+            f"run_dir: {run_dir} already holds checkpoints; pass --resume latest to continue that run "
+            "or set run_dir= to a new folder"
+        )
+
+    # -- data: decoded once, kept as uint8 on the training device ----------------------------------------------
+    d = cfg.data
+    train_u8 = load_images(
+        d.dataset_dir,
+        split=d.train_split,
+        resolution=d.resolution,
+        image_column=d.image_column,
+        hub_dataset=d.hub_dataset,
+        max_images=d.max_images,
+    ).to(device)  # (N, 3, H, W) uint8
+    test_u8 = None
+    if d.test_split and (cfg.eval.heldout_every_steps or cfg.eval.fid_every_steps):
+        test_u8 = load_images(
+            d.dataset_dir,
+            split=d.test_split,
+            resolution=d.resolution,
+            image_column=d.image_column,
+            hub_dataset=d.hub_dataset,
+            required=False,
+        )
+        if test_u8 is None:
+            log.warning("no %r split: held-out loss and FID are off", d.test_split)
+    n_train = len(train_u8)
+
+    figs = derived_figures(cfg, n_train, world)
+    total_steps = figs["total_steps"]
+
+    if cfg.eval.fid_every_steps and test_u8 is not None:  # fail now, not after hours of training
+        if d.dataset_dir is None:
+            raise ConfigError(
+                "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
+                "eval.fid_every_steps=null"
+            )
+        try:
+            import training.fid  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"eval.fid_every_steps is set but training.fid cannot be imported ({exc}); "
+                "set eval.fid_every_steps=null"
+            ) from None
+
+    # -- model, noise schedule, EMA, optimizer ----------------------------------------------------------------
+    unet = build_unet(cfg)
+    lpips_net = None
+    augment_on = cfg.augment.enabled
+    if cfg.refine.enabled:
+        from training.refine import build_lpips, load_base_weights
+
+        lpips_net = build_lpips(cfg.refine, device)
+        augment_on = False  # the refine phase trains on the real images only
+        if ckpt is None:
+            log.info("refine: starting from %s", load_base_weights(cfg.refine, unet))
+    if t.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    unet.train()
+    noise_sched = build_noise_scheduler(cfg)
+    scheduler_config = dict(noise_sched.config)
+    alphas_cumprod = noise_sched.alphas_cumprod.to(device)  # (T,) float32
+
+    ema = None
+    if cfg.ema.enabled:
+        ema = EMAModel(
+            unet.parameters(),
+            decay=cfg.ema.decay,
+            update_after_step=cfg.ema.start_step,
+            use_ema_warmup=cfg.ema.warmup,
+            inv_gamma=cfg.ema.inv_gamma,
+            power=cfg.ema.power,
+            foreach=True,
+            model_cls=UNet2DModel,
+            model_config=unet.config,
+        )
+        ema.to(device)
+    eval_unet = UNet2DModel.from_config(unet.config).to(device).requires_grad_(False).eval()
+
+    optimizer = build_optimizer(unet.parameters(), cfg, device_type=device.type)
+    fused = bool(optimizer.defaults.get("fused"))
+    if t.compile:
+        unet.compile()
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    state = RunState()
+    custom_objects = []
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+        custom_objects.append("ema")
+    accelerator.register_for_checkpointing(state)
+    custom_objects.append("run_state")
+
+    # -- the run directory: written only once the data, model and LPIPS are known good --
+    config_yaml = dump_config(cfg)
+    if is_main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".config.yaml.tmp"
+        tmp.write_text(config_yaml, encoding="utf-8")
+        os.replace(tmp, run_dir / "config.yaml")
+    metrics_path = run_dir / "metrics.jsonl"
+
+    # -- resume ------------------------------------------------------------------------------------------------
+    if resume and ckpt is None:
+        log.info("--resume %s: no checkpoint in %s, starting a new run", resume, run_dir)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        if ema is not None:
+            ema.to(device)  # accelerate loads custom objects onto the CPU
+        log.info("resumed from %s at step %d", ckpt, state.step)
+        if is_main:
+            _truncate_metrics(metrics_path, state.step)
+
+    if t.log_with != "none":
+        accelerator.init_trackers("ptt-train", config=_flat(cfg.model_dump(mode="json")))
+    params = count_parameters(accelerator.unwrap_model(unet))
+    if is_main:
+        log.info(
+            "***** training: %s parameters, %d images, batch %d x %d accum x %d processes = %d, %d steps/epoch, "
+            "%d steps (%s epochs), from step %d, %s, augmentation %s%s",
+            f"{params:,}",
+            n_train,
+            t.batch_size,
+            t.grad_accum_steps,
+            world,
+            figs["effective_batch"],
+            figs["steps_per_epoch"],
+            total_steps,
+            figs["epochs"],
+            state.step,
+            device,
+            "on" if augment_on else "off",
+            ", refine (LPIPS)" if lpips_net is not None else "",
+        )
+
+    stop = StopFlag()
+    stop.install()
+    inner_opt = optimizer.optimizer
+    max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
+    zero = torch.zeros((), device=device)
+    loss_sum, loss_count, bad_run, bad_count = zero.clone(), zero.clone(), zero.clone(), zero.clone()
+    last_log_t, last_log_step = time.perf_counter(), state.step
+    exit_code, reason = EXIT_OK, "done"
+    pbar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
+
+    def checkpoint() -> None:
+        meta = {
+            "epoch": epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world),
+            "custom_objects": custom_objects,
+            "world_size": world,
+        }
+        save_checkpoint(
+            accelerator, run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep, config_yaml=config_yaml
+        )
+
+    def due(every: int | None) -> bool:
+        return every is not None and (state.step % every == 0 or state.step == total_steps)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    while state.step < total_steps:
+        for group in optimizer.param_groups:  # the LR is a pure function of the step: resume needs no state
+            group["lr"] = cfg.optim.lr * lr_lambda(
+                state.step,
+                warmup_steps=cfg.optim.lr_warmup_steps,
+                total_steps=total_steps,
+                schedule=cfg.optim.lr_schedule,
+                min_ratio=cfg.optim.min_lr_ratio,
+            )
+        for a in range(t.grad_accum_steps):
+            micro = state.step * t.grad_accum_steps + a
+            idx = batch_indices(n_train, step=micro, batch_size=t.batch_size, seed=t.seed, rank=rank, world=world)
+            g = step_generator(device, t.seed, rank, micro)
+            x = train_u8[to_device(idx, device)].float().div_(255.0)  # (B, 3, H, W) in [0, 1]
+            if augment_on:
+                x = augment_batch(x, cfg.augment, g)
+            x0 = x.mul_(2.0).sub_(1.0)  # [-1, 1]
+            with accelerator.accumulate(unet):
+                loss = step_loss(unet, x0, g, cfg, alphas_cumprod, channels_last=t.channels_last, lpips_net=lpips_net)
+                accelerator.backward(loss)
+                skip = False
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(unet.parameters(), max_norm)
+                    bad = ~torch.isfinite(grad_norm)  # identical on every rank (gradients are all-reduced)
+                    bad_f = bad.float()
+                    bad_count += bad_f
+                    bad_run = (bad_run + bad_f) * bad_f
+                    if fused and accelerator.scaler is None:
+                        inner_opt.found_inf = bad_f  # fused AdamW skips the update on the device
+                    elif accelerator.scaler is None:
+                        skip = bool(bad)  # non-fused optimizers need the host to skip
+                if not skip:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            finite = torch.isfinite(loss.detach())
+            loss_sum += torch.where(finite, loss.detach(), zero)
+            loss_count += finite.float()
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(unet).parameters())
+        state.step += 1
+        pbar.update(1)
+
+        # -- logging: the only host-device sync of a normal step --
+        if due(t.log_every_steps):
+            stats = torch.stack([loss_sum, loss_count, bad_run, bad_count])[None]
+            stats = accelerator.gather(stats) if world > 1 else stats  # (world, 4)
+            now = time.perf_counter()
+            row = {
+                "step": state.step,
+                "epoch": round(
+                    epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world), 4
+                ),
+                "loss": float(stats[:, 0].sum() / stats[:, 1].sum().clamp_min(1)),
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_per_s": round((state.step - last_log_step) * figs["effective_batch"] / (now - last_log_t), 2),
+                "nonfinite_total": state.nonfinite_total + int(stats[:, 3].max()),
+            }
+            if ema is not None:
+                row["ema_decay"] = ema.cur_decay_value
+            run_of_bad = int(stats[:, 2].max())
+            state.nonfinite_total = row["nonfinite_total"]
+            loss_sum.zero_(), loss_count.zero_(), bad_count.zero_()
+            last_log_t, last_log_step = now, state.step
+            accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=state.step)
+            if is_main:
+                _append_metrics(metrics_path, row)
+                pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            if run_of_bad >= t.max_nonfinite_in_row:
+                exit_code = EXIT_NONFINITE
+                reason = (
+                    f"{run_of_bad} non-finite gradient steps in a row (train.max_nonfinite_in_row="
+                    f"{t.max_nonfinite_in_row}); lower optim.lr, turn on optim.max_grad_norm, or use bf16 "
+                    "instead of fp16, then --resume latest"
+                )
+                break
+
+        # -- periodic sample grids, FID and held-out loss from the EMA weights, on every rank's share --
+        t_pause = time.perf_counter()  # evaluation time is left out of images_per_s
+        if due(t.sample_every_steps):
+            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
+                imgs = generate_split(
+                    accelerator,
+                    net,
+                    scheduler_config,
+                    num_images=t.sample_num_images,
+                    seed=t.seed,
+                    steps=t.sample_steps,
+                    batch_size=t.sample_batch_size,
+                    scheduler=t.sample_scheduler,
+                )
+            if is_main:
+                save_grid(imgs, run_dir / "samples" / f"step-{state.step}.png")
+        if test_u8 is not None and due(cfg.eval.heldout_every_steps):
+            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
+                h = heldout_loss(accelerator, net, test_u8, cfg, alphas_cumprod)
+            accelerator.log({"heldout_loss": h}, step=state.step)
+            if is_main:
+                _append_metrics(metrics_path, {"step": state.step, "heldout_loss": h})
+        if test_u8 is not None and due(cfg.eval.fid_every_steps):
+            fid_row = evaluate_fid(accelerator, cfg, ema, unet, eval_unet, scheduler_config)
+            accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
+            if is_main:
+                _append_metrics(metrics_path, {"step": state.step, **fid_row})
+                if state.best_fid is None or fid_row["fid"] < state.best_fid:
+                    state.best_fid, state.best_step = fid_row["fid"], state.step
+                    with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
+                        export_pipeline(
+                            net,
+                            scheduler_config,
+                            run_dir / "best",
+                            config_yaml=config_yaml,
+                            metrics={**fid_row, "step": state.step},
+                        )
+            state.best_fid, state.best_step = broadcast_object_list([state.best_fid, state.best_step])
+
+        # -- checkpoints, signals --
+        if world == 1:
+            stopping = stop.requested
+        elif state.step % t.signal_check_every_steps == 0:
+            flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
+            stopping = bool(accelerator.gather(flag).max() > 0)
+        else:
+            stopping = False
+        if stopping or due(t.checkpoint_every_steps):
+            checkpoint()
+        last_log_t += time.perf_counter() - t_pause
+        if stopping:
+            reason = f"stopped by {signal.Signals(stop.signum).name if stop.signum else 'a signal on another rank'}"
+            break
+    pbar.close()
+    stop.uninstall()
+    fingerprints = rank_fingerprints(accelerator, accelerator.unwrap_model(unet), ema)
+    if is_main:
+        _append_metrics(metrics_path, {"step": state.step, "rank_fingerprints": fingerprints})
+        if any(
+            abs(f[i] - fingerprints[0][i]) > 1e-6 * (1 + abs(fingerprints[0][i]))
+            for f in fingerprints
+            for i in range(len(f))
+        ):
+            log.error("the ranks' weights or EMA differ at the end of training: %s", fingerprints)
+            exit_code = exit_code or EXIT_DIVERGED
+
+    if exit_code == EXIT_NONFINITE:
+        checkpoint()
+    elif state.step >= total_steps:
+        if is_main:
+            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
+                grid = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
+                export_pipeline(
+                    net,
+                    scheduler_config,
+                    run_dir / "pipeline",
+                    config_yaml=config_yaml,
+                    metrics=_latest_fid(metrics_path),
+                    sample_grid=grid[-1] if grid else None,
+                )
+    if is_main:
+        plot_curves(metrics_path, run_dir / "curves.png")
+        samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
+        summary = f"{reason} at step {state.step}/{total_steps}; run dir {run_dir}"
+        if state.best_fid is not None:
+            summary += f"; best FID {state.best_fid:.2f} at step {state.best_step} ({run_dir / 'best'})"
+        if state.step < total_steps:
+            summary += "; continue with --resume latest"
+        (log.error if exit_code else log.info)(summary)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return exit_code
+
+
+def rank_fingerprints(accelerator, model, ema) -> list[list[float]]:
+    """Collective: per rank, (sum, sum of squares) of the weights and of the EMA weights, in float64."""
+    import torch
+
+    def moments(tensors) -> list[float]:
+        tensors = list(tensors)
+        return [
+            sum(float(x.detach().double().sum()) for x in tensors),
+            sum(float(x.detach().double().square().sum()) for x in tensors),
+        ]
+
+    mine = moments(model.parameters()) + (moments(ema.shadow_params) if ema is not None else [0.0, 0.0])
+    local = torch.tensor([mine], dtype=torch.float64, device=accelerator.device)
+    allr = accelerator.gather(local) if accelerator.num_processes > 1 else local
+    return allr.cpu().tolist()
+
+
+def _latest_fid(metrics_path: Path) -> dict | None:
+    from training.plots import read_metrics
+
+    rows = [r for r in read_metrics(metrics_path) if "fid" in r]
+    return rows[-1] if rows else None
+
+
+def evaluate_fid(accelerator, cfg: TrainConfig, ema, unet, eval_unet, scheduler_config: dict) -> dict:
+    """Collective: every rank samples its share of ``eval.fid_num_images``; the main process scores them."""
+    from accelerate.utils import broadcast_object_list
+
+    try:
+        from training.fid import evaluate
+    except ImportError as exc:
+        raise ConfigError(
+            f"eval.fid_every_steps is set but training.fid cannot be imported ({exc}); set eval.fid_every_steps=null"
+        ) from None
+    e = cfg.eval
+    with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
+        imgs = generate_split(
+            accelerator,
+            net,
+            scheduler_config,
+            num_images=e.fid_num_images,
+            seed=cfg.train.seed + 1_000_000,
+            steps=e.fid_steps,
+            batch_size=e.fid_batch_size,
+            scheduler="ddim",
+        )
+    row = [None]
+    if accelerator.is_main_process:
+        ref = f"{cfg.data.dataset_dir}:{cfg.data.test_split}"
+        res = evaluate(
+            imgs,
+            ref,
+            extractor=e.fid_extractor,
+            inception_path=e.fid_inception_path,
+            cache_dir=str(Path(cfg.run_dir) / "fid_cache"),
+            device=accelerator.device,
+        )
+        scored = {
+            k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
+        }
+        row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
+    return broadcast_object_list(row)[0]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
