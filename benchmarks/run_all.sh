@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Runs every benchmark in turn (`make bench`); each prints a table and writes JSON under bench_out/.
+# The settings are the ones BENCHMARKS.md reports; run a script alone with --help for its options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench_out
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-for b in bench_crawl bench_curation bench_train bench_sample; do
-  if [ -f "benchmarks/$b.py" ]; then
-    echo "=== $b"
-    python "benchmarks/$b.py" "$@"
-  fi
-done
+echo "=== crawl";    python benchmarks/bench_crawl.py
+echo "=== curation"; python benchmarks/bench_curation.py --photos 60 --repeats 2
+echo "=== train";    python benchmarks/bench_train.py --presets small --batch 16
+echo "=== sample";   python benchmarks/bench_sample.py --preset tiny --cpu-batch 8 --cpu-steps 10,20 --repeats 2

@@ -1,6 +1,6 @@
 """Print the closing summary of a demo run: counts per stage, artifact paths, the FID line.
 
-    python scripts/demo_summary.py demo_out
+python scripts/demo_summary.py demo_out
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def main(out: Path) -> int:
 
     fid = json.loads((out / "fid.json").read_text(encoding="utf-8"))
     label = "" if fid.get("comparable") else "  [substitute features: NOT comparable to published FID]"
-    print(f"fid       FID {fid['fid']:.2f}  KID {fid.get('kid', float('nan')):.4f}  "
-          f"({fid.get('n_gen')} generated vs {fid.get('n_ref')} reference, {fid.get('feature_extractor')}){label}")
+    print(
+        f"fid       FID {fid['fid']:.2f}  KID {fid.get('kid', float('nan')):.4f}  "
+        f"({fid.get('n_gen')} generated vs {fid.get('n_ref')} reference, {fid.get('feature_extractor')}){label}"
+    )
 
     pictures = sorted(
         list((out / "curated" / "previews").glob("*.png"))
