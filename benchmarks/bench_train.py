@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,10 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._common import machine, nvidia_gpu_name  # noqa: E402
 from training.config import load_train_config  # noqa: E402
+from training.data import write_crops_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,30 +50,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """``benchmarks._common.machine`` plus what the training figures depend on (threads, CPU bf16, GPU)."""
     flags = ""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    info = {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_bf16": any(f in flags.split() for f in ("avx512_bf16", "amx_bf16")),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    return info
+    return machine(
+        torch_threads=torch.get_num_threads(),
+        cpu_bf16=any(f in flags.split() for f in ("avx512_bf16", "amx_bf16")),
+        torch=torch.__version__,
+        gpu=nvidia_gpu_name() if torch.cuda.is_available() else "none",
+    )
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
@@ -132,20 +120,7 @@ class PeakRSS:
 
 def make_dataset(path: Path, n: int = 256, size: int = 64) -> Path:
     """A real ``datasets`` folder of 64x64 PNG crops of skimage's astronaut (the curated format)."""
-    import datasets
-    from PIL import Image
-    from skimage import data
-
-    img = data.astronaut()
-    rng = np.random.default_rng(0)
-    ims = []
-    for _ in range(n):
-        s = int(rng.integers(120, 300))
-        y, x = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
-        ims.append(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size)))
-    ds = datasets.Dataset.from_dict({"image": ims}).cast_column("image", datasets.Image())
-    datasets.DatasetDict({"train": ds}).save_to_disk(str(path))
-    return path
+    return write_crops_dataset(path, n=n, size=size)
 
 
 # -- the baseline: diffusers' train_unconditional.py, reduced to its training step ---------------------------------
@@ -444,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     m = out["machine"]
     print(
-        f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPU: {m['gpu'] or 'none'}, torch {m['torch']}, "
-        f"load {m['load_average_1min']}"
+        f"machine: {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, torch {m['torch']}, "
+        f"load {m['load_avg_1m_at_start']}"
     )
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

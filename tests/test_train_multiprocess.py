@@ -1,14 +1,15 @@
-"""Two CPU processes (DDP over gloo) end with identical weights and EMA on both ranks."""
+"""Two CPU processes (DDP over gloo) end with identical weights and EMA on both ranks, and resume exactly."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
-from test_train_run import TINY, make_dataset
+from test_train_run import TINY, assert_same_training_state, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +57,11 @@ def test_two_process_run_ends_with_identical_weights_and_ema(tmp_path, repo_root
     assert [r for r in rows if "loss" in r][-1]["epoch"] == pytest.approx(2.4)
     assert (run_dir / "samples" / "step-6.png").is_file()
     assert (run_dir / "pipeline" / "model_index.json").is_file()
+
+    # stopped after step 3 and resumed on two processes: the same weights, EMA and optimizer state at step 6
+    part = tmp_path / "part"
+    shutil.copytree(run_dir / "checkpoints" / "checkpoint-3", part / "checkpoints" / "checkpoint-3")
+    cmd_part = [a if not a.startswith("run_dir=") else f"run_dir={part}" for a in cmd] + ["--resume", "latest"]
+    proc = subprocess.run(cmd_part, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_same_training_state(part / "checkpoints" / "checkpoint-6", run_dir / "checkpoints" / "checkpoint-6", step=6)

@@ -18,6 +18,7 @@ import torch
 
 from training import train as train_mod
 from training.checkpoint import latest_checkpoint, list_checkpoints
+from training.data import write_crops_dataset
 
 TINY = """\
 data: {resolution: 16}
@@ -44,21 +45,7 @@ train:
 
 def make_dataset(path: Path, n: int = 24, size: int = 16) -> Path:
     """A real DatasetDict folder of astronaut crops: (n - n//5) train, n//5 test."""
-    import datasets
-    from PIL import Image
-    from skimage import data
-
-    img = data.astronaut()
-    rng = np.random.default_rng(0)
-    ims = []
-    for _ in range(n):
-        s = int(rng.integers(120, 300))
-        y, x = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
-        ims.append(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size)))
-    ds = datasets.Dataset.from_dict({"image": ims}).cast_column("image", datasets.Image())
-    k = n // 5
-    datasets.DatasetDict({"train": ds.select(range(k, n)), "test": ds.select(range(k))}).save_to_disk(str(path))
-    return path
+    return write_crops_dataset(path, n=n, size=size, test=n // 5)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +89,20 @@ def load_ckpt(ckpt: Path) -> tuple[dict, list[torch.Tensor], dict]:
     ema = torch.load(ckpt / "custom_checkpoint_0.pkl", weights_only=False)["shadow_params"]
     opt = torch.load(ckpt / "optimizer.bin", weights_only=False)
     return model, ema, opt
+
+
+def assert_same_training_state(ckpt: Path, expected: Path, *, step: int) -> None:
+    """Weights, EMA and AdamW moments of two checkpoints match (a resumed run against an uninterrupted one)."""
+    m_full, e_full, o_full = load_ckpt(expected)
+    m_part, e_part, o_part = load_ckpt(ckpt)
+    for k in m_full:
+        torch.testing.assert_close(m_part[k], m_full[k], rtol=0, atol=1e-6)
+    for a, b in zip(e_part, e_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    s_full, s_part = o_full["state"], o_part["state"]
+    for k in s_full:
+        torch.testing.assert_close(s_part[k]["exp_avg_sq"], s_full[k]["exp_avg_sq"], rtol=0, atol=1e-9)
+        assert float(s_part[k]["step"]) == float(s_full[k]["step"]) == step
 
 
 @pytest.fixture(scope="module")
@@ -173,16 +174,7 @@ def test_resume_matches_the_uninterrupted_run(tiny_cfg, ds16, tmp_path):
     (part / "checkpoints").mkdir(parents=True)
     shutil.copytree(full / "checkpoints" / "checkpoint-4", part / "checkpoints" / "checkpoint-4")
     assert run(tiny_cfg, ds16, part, *extra, resume="latest") == 0
-    m_full, e_full, o_full = load_ckpt(full / "checkpoints" / "checkpoint-8")
-    m_part, e_part, o_part = load_ckpt(part / "checkpoints" / "checkpoint-8")
-    for k in m_full:
-        torch.testing.assert_close(m_part[k], m_full[k], rtol=0, atol=1e-6)
-    for a, b in zip(e_part, e_full, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    s_full, s_part = o_full["state"], o_part["state"]
-    for k in s_full:
-        torch.testing.assert_close(s_part[k]["exp_avg_sq"], s_full[k]["exp_avg_sq"], rtol=0, atol=1e-9)
-        assert float(s_part[k]["step"]) == float(s_full[k]["step"]) == 8
+    assert_same_training_state(part / "checkpoints" / "checkpoint-8", full / "checkpoints" / "checkpoint-8", step=8)
     lr_full = [r["lr"] for r in metrics(full) if r.get("step", 0) > 4 and "lr" in r]
     lr_part = [r["lr"] for r in metrics(part) if "lr" in r]
     assert lr_part == pytest.approx(lr_full)
@@ -280,8 +272,10 @@ def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
         "eval.fid_num_images=6",
         "eval.fid_steps=2",
         "eval.fid_extractor=substitute",
+        "train.sample_every_steps=2",
     )
     assert rc == 0
+    assert (run_dir / "best" / "sample_grid.png").is_file()  # contracts.md section 5, like pipeline/
     fids = [r for r in metrics(run_dir) if "fid" in r]
     assert [r["step"] for r in fids] == [2, 4]
     assert all(r["comparable"] is False and np.isfinite(r["fid"]) for r in fids)
@@ -365,3 +359,96 @@ def test_other_objectives_and_the_unfused_optimizer_train(tiny_cfg, ds16, tmp_pa
     pipe = DDPMPipeline.from_pretrained(str(run_dir / "pipeline"))
     wanted = next(o.split("=")[1] for o in overrides if o.startswith("noise.prediction_type="))
     assert pipe.scheduler.config.prediction_type == wanted
+
+
+def test_resume_from_an_older_checkpoint_branches_and_latest_follows_the_branch(base_run, tiny_cfg, ds16, tmp_path):
+    run_dir = tmp_path / "branch"
+    shutil.copytree(base_run / "checkpoints", run_dir / "checkpoints")  # checkpoint-10 and checkpoint-20
+    rows_before = [r for r in metrics(base_run) if "loss" in r and r["step"] <= 10]
+    shutil.copy(base_run / "metrics.jsonl", run_dir / "metrics.jsonl")
+    rc = run(
+        tiny_cfg,
+        ds16,
+        run_dir,
+        "train.max_steps=14",
+        "train.checkpoint_every_steps=2",
+        "train.sample_every_steps=null",
+        resume="checkpoint-10",
+    )
+    assert rc == 0
+    # keep 3: without setting the old branch's checkpoint-20 aside, it would stay `latest` and push 12 out
+    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-10", "checkpoint-12", "checkpoint-14"]
+    assert (run_dir / "checkpoints" / "abandoned-checkpoint-20" / "meta.json").is_file()
+    steps = [r["step"] for r in metrics(run_dir) if "loss" in r]
+    assert steps == [r["step"] for r in rows_before] + [11, 12, 13, 14]
+
+
+def test_resume_with_a_different_model_is_a_one_line_error_and_keeps_the_run_dir(
+    base_run, tiny_cfg, ds16, tmp_path, capsys
+):
+    run_dir = tmp_path / "mismatch"
+    shutil.copytree(base_run / "checkpoints", run_dir / "checkpoints")
+    shutil.copy(base_run / "config.yaml", run_dir / "config.yaml")
+    before = (run_dir / "config.yaml").read_text()
+    rc = run(tiny_cfg, ds16, run_dir, "model.block_out_channels=[8,32]", resume="latest")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "does not fit this config" in err and "checkpoint-20/config.yaml" in err
+    assert (run_dir / "config.yaml").read_text() == before  # the run's config is not overwritten
+    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-10", "checkpoint-20"]
+    assert run(tiny_cfg, ds16, run_dir, "ema.enabled=false", resume="latest") == 2
+    err = capsys.readouterr().err.strip()
+    assert "that run had ema.enabled=true; set ema.enabled=true" in err and "\n" not in err
+
+
+def test_fp16_on_the_cpu_is_a_config_error_not_a_silent_fp32_run(tiny_cfg, ds16, tmp_path, capsys):
+    assert run(tiny_cfg, ds16, tmp_path / "fp16", "train.mixed_precision=fp16") == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.mixed_precision=fp16 needs a GPU" in err and "\n" not in err
+    assert not (tmp_path / "fp16").exists()
+
+
+def test_another_image_column_and_no_test_split(tiny_cfg, ds16, tmp_path, capsys, caplog):
+    import datasets
+
+    bare = tmp_path / "bare"  # a bare Dataset folder (no splits) whose images are in "img", plus a text column
+    train = datasets.load_from_disk(str(ds16))["train"].rename_column("image", "img")
+    train.add_column("caption", ["a face"] * len(train)).save_to_disk(str(bare))
+    capsys.readouterr()  # the save_to_disk progress bar
+    for column, wanted in [("image", "has no column 'image'"), ("caption", "set data.image_column=img")]:
+        assert run(tiny_cfg, bare, tmp_path / "r", f"data.image_column={column}") == 2
+        err = capsys.readouterr().err.strip()
+        assert wanted in err and "data.image_column" in err and "\n" not in err
+    run_dir = tmp_path / "r"
+    with caplog.at_level(logging.WARNING):
+        rc = run(tiny_cfg, bare, run_dir, "data.image_column=img", "train.max_steps=2", "eval.heldout_every_steps=1")
+    assert rc == 0 and "no 'test' split: held-out loss and FID are off" in caplog.text
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2] and not any("heldout_loss" in r for r in rows)
+
+
+def test_a_missing_dataset_is_named_before_a_busy_run_dir(base_run, tiny_cfg, tmp_path, capsys):
+    assert run(tiny_cfg, tmp_path / "nope", base_run) == 2  # both wrong: the input is reported first
+    err = capsys.readouterr().err.strip()
+    assert "data.dataset_dir" in err and "does not exist" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "train").glob("*.yaml"))
+)
+def test_every_preset_dry_runs_with_a_dataset_override(preset, ds16, repo_root, capsys):
+    cfg = repo_root / "configs" / "train" / f"{preset}.yaml"
+    assert train_mod.main(["--config", str(cfg), f"data.dataset_dir={ds16}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    params = int(
+        next(line for line in out.splitlines() if line.startswith("# parameters:")).split(":")[1].replace(",", "")
+    )
+    assert params > 100_000 and "# total_steps:" in out
+
+
+def test_an_unreachable_hub_dataset_is_a_one_line_error(tiny_cfg, tmp_path, capsys):
+    argv = ["--config", str(tiny_cfg), "data.hub_dataset=someone/faces", f"run_dir={tmp_path / 'r'}"]
+    assert train_mod.main(argv) == 2  # HF_HUB_OFFLINE=1 in the tests: the Hub cannot be reached
+    err = capsys.readouterr().err.strip()
+    assert "data.hub_dataset: cannot load 'someone/faces'" in err and "data.dataset_dir" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -212,3 +214,107 @@ def test_lr_warmup_then_cosine():
     assert lr_lambda(110, **kw) == pytest.approx(0.0, abs=1e-9)
     assert lr_lambda(110, **kw, min_ratio=0.1) == pytest.approx(0.1)
     assert lr_lambda(50, warmup_steps=0, total_steps=100, schedule="constant") == 1.0
+
+
+# -- derived figures, resume checks, checkpoint folders -----------------------------------------------------------
+
+
+def test_num_epochs_gives_that_many_passes_even_on_a_small_dataset():
+    from training.train import derived_figures
+
+    cfg = load_train_config(None, [*BASE[:1], "train.num_epochs=100", "train.batch_size=16"])
+    figs = derived_figures(cfg, n_train=20, world=1)  # fewer images than one batch
+    assert figs["total_steps"] == 125 and figs["epochs"] == 100.0
+    figs = derived_figures(cfg, n_train=50, world=2)  # 50 / 32 is 1.56 steps per epoch
+    assert figs["steps_per_epoch"] == 1 and figs["total_steps"] == 157 and figs["epochs"] >= 100
+
+
+def test_resume_mismatches_name_what_changes_the_data_order():
+    from training.train import resume_mismatches
+
+    cfg = load_train_config(None, [*BASE, "train.batch_size=8", "train.grad_accum_steps=2"])
+    same = {"world_size": 2, "batch_size": 8, "grad_accum_steps": 2, "seed": 0}
+    assert resume_mismatches(same, cfg, world=2) == []
+    assert resume_mismatches({"step": 3}, cfg, world=2) == []  # an older checkpoint without these fields
+    got = resume_mismatches({**same, "world_size": 4, "batch_size": 16}, cfg, world=2)
+    assert got == ["world_size was 4, now 2", "batch_size was 16, now 8"]
+
+
+def test_a_chosen_logger_that_is_not_installed_is_a_config_error(monkeypatch):
+    import importlib.util
+
+    from training.train import check_tracker
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
+    with pytest.raises(ConfigError, match=r"train.log_with=wandb .*pip install wandb or set train.log_with="):
+        check_tracker("wandb")
+    check_tracker("tensorboard")
+    check_tracker("none")
+
+
+class _OneProcess:
+    """The part of ``accelerate.Accelerator`` that save_checkpoint uses, for one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "model.safetensors").write_bytes(b"x")
+
+
+def test_save_checkpoint_clears_crash_leftovers_and_keeps_the_newest(tmp_path):
+    from training.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+
+    leftover = tmp_path / "checkpoints" / ".tmp-checkpoint-7"  # a crash mid-write at step 7
+    leftover.mkdir(parents=True)
+    assert latest_checkpoint(tmp_path) is None
+    for step in (10, 20, 30):
+        save_checkpoint(_OneProcess(), tmp_path, step=step, meta={"epoch": 0}, keep=2, config_yaml="a: 1\n")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-20", "checkpoint-30"]
+    assert not leftover.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-20", "checkpoint-30"]
+    assert (latest_checkpoint(tmp_path) / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
+    from training.checkpoint import latest_checkpoint, save_checkpoint, set_aside_later_checkpoints
+
+    for step in (10, 20, 30):
+        save_checkpoint(_OneProcess(), tmp_path, step=step, meta={}, keep=5)
+    moved = set_aside_later_checkpoints(tmp_path, 10)
+    assert [p.name for p in moved] == ["abandoned-checkpoint-20", "abandoned-checkpoint-30"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-10"
+    assert all((p / "model.safetensors").is_file() for p in moved)  # kept, not deleted
+
+
+def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  mixed_precision: no\n  max_steps: 1\ndata:\n  dataset_dir: x\n")
+    assert load_train_config(cfg).train.mixed_precision == "no"
+    assert load_train_config(None, [*BASE, "train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_train_config(None, [*BASE, "train.mixed_precision=yes"])
+
+
+def test_resume_drops_later_rows_and_a_line_cut_short_by_a_crash(tmp_path):
+    import json
+
+    from training.plots import read_metrics
+    from training.train import _truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 0.5}, {"heldout_loss": 0.4, "step": 2}, {"loss": 0.3, "step": 3}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')  # killed mid-append
+    assert read_metrics(path) == rows
+    _truncate_metrics(path, 2)
+    assert read_metrics(path) == rows[:2]
+    assert path.read_text().endswith("}\n")
+
+
+def test_a_misspelt_unet_argument_gets_the_nearest_name():
+    with pytest.raises(ConfigError, match=r"did you mean model\.block_out_channels\?"):
+        load_train_config(None, [*BASE, "model.block_out_channel=[8,16]"])

@@ -3,9 +3,11 @@
 Layout (contracts.md section 4): ``<run_dir>/checkpoints/checkpoint-<step>/`` holds what
 ``accelerator.save_state`` writes (model, optimizer, grad scaler, every rank's RNG states, and the
 objects registered for checkpointing: the EMA and :class:`RunState`), the run's ``config.yaml``, and ``meta.json``
-(step, epoch, version, the registered objects' names in order).
+(step, epoch, version, the registered objects' names in order, and the world size, per-device batch, gradient
+accumulation and seed that fix the data order).
 Every rank writes into ``.tmp-checkpoint-<step>``; the main process writes ``meta.json`` last and renames the
-folder, so a crash mid-write leaves only a ``.tmp-*`` folder that :func:`latest_checkpoint` never picks.
+folder, so a crash mid-write leaves only a ``.tmp-*`` folder that :func:`latest_checkpoint` never picks (the next
+save removes it). Resuming from an older checkpoint renames the newer ones ``abandoned-checkpoint-<step>``.
 
 Example::
 
@@ -35,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "write_json_atomic",
     "read_meta",
+    "set_aside_later_checkpoints",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -121,8 +124,8 @@ def save_checkpoint(
     tmp = root / f".tmp-checkpoint-{step}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for stale in root.glob(".tmp-checkpoint-*"):  # this step's, or one a crash left behind
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
@@ -138,3 +141,27 @@ def save_checkpoint(
         log.info("saved %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def set_aside_later_checkpoints(run_dir: str | Path, step: int) -> list[Path]:
+    """Rename the checkpoints newer than ``step`` to ``abandoned-checkpoint-<step>`` (main process only).
+
+    Resuming from an older checkpoint starts a new branch: the newer checkpoints of the old branch must not be
+    what ``latest`` picks next time, nor push the new branch's checkpoints out of the keep-N rotation. They are
+    kept (renamed), not deleted, so nothing a user may want is lost.
+    """
+    moved = []
+    for ckpt in list_checkpoints(run_dir):
+        if int(_NAME.match(ckpt.name).group(1)) > step:
+            dest = ckpt.with_name(f"abandoned-{ckpt.name}")
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(ckpt, dest)
+            moved.append(dest)
+    if moved:
+        log.warning(
+            "resumed from step %d: set aside the newer checkpoints of the previous run as %s",
+            step,
+            ", ".join(p.name for p in moved),
+        )
+    return moved

@@ -15,6 +15,7 @@ This module imports no torch; the UNet argument check imports diffusers lazily.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from functools import lru_cache
 from pathlib import Path
@@ -155,7 +156,7 @@ class TrainLoopConfig(StrictModel):
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     checkpoint_every_steps: int = Field(1000, ge=1)
     checkpoints_keep: int = Field(3, ge=1)
-    sample_every_steps: int | None = Field(2000, ge=1)
+    sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint (issue 7: grids over time)
     sample_num_images: int = Field(16, ge=1)
     sample_steps: int = Field(50, ge=1)  # DDIM steps for the periodic grids
     sample_scheduler: Literal["ddim", "ddpm"] = "ddim"
@@ -163,6 +164,11 @@ class TrainLoopConfig(StrictModel):
     max_nonfinite_in_row: int = Field(20, ge=1)
     # With several processes, how often the ranks agree on a SIGTERM/SIGINT (one all-reduce each time).
     signal_check_every_steps: int = Field(10, ge=1)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` (mixed_precision=no) as false
 
     @model_validator(mode="after")
     def _length(self) -> TrainLoopConfig:
@@ -228,8 +234,10 @@ class TrainConfig(StrictModel):
         known = _unet_arguments()
         unknown = sorted(set(value) - known)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean model.{close[0]}? " if close else ""
             raise ValueError(
-                f"model.{unknown[0]} is not a diffusers.UNet2DModel argument; known: {', '.join(sorted(known))}"
+                f"model.{unknown[0]} is not a diffusers.UNet2DModel argument; {hint}known: {', '.join(sorted(known))}"
             )
         merged = dict(DEFAULT_UNET)
         merged.update(value)

@@ -31,7 +31,16 @@ from training.configio import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_split", "load_images", "decode_images", "batch_indices", "to_device", "epoch_of", "to_model_range"]
+__all__ = [
+    "load_split",
+    "load_images",
+    "decode_images",
+    "batch_indices",
+    "to_device",
+    "epoch_of",
+    "to_model_range",
+    "write_crops_dataset",
+]
 
 
 def load_split(dataset_dir: str | None, split: str, *, hub_dataset: str | None = None, required: bool = True):
@@ -109,6 +118,17 @@ def load_images(
         raise ConfigError(
             f"{where}: split {split!r} has no column {image_column!r} (has {ds.column_names}); set data.image_column"
         )
+    feature = ds.features[image_column]
+    if type(feature).__name__ != "Image":  # datasets.Image; anything else would fail deep inside PIL
+        images = [n for n, f in ds.features.items() if type(f).__name__ == "Image"]
+        raise ConfigError(
+            f"{where}: data.image_column={image_column!r} holds {feature!r}, not images; "
+            + (
+                f"set data.image_column={images[0]}"
+                if images
+                else "cast it with ds.cast_column(col, datasets.Image())"
+            )
+        )
     if max_images is not None:
         ds = ds.select(range(min(max_images, len(ds))))
     if len(ds) == 0:
@@ -158,3 +178,28 @@ def epoch_of(n: int, *, step: int, batch_size: int, world: int = 1) -> float:
 def to_model_range(batch_u8: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, 3, H, W)`` in [0, 255] -> float32 in [-1, 1]."""
     return batch_u8.float().div_(127.5).sub_(1.0)
+
+
+def write_crops_dataset(path: str | Path, *, n: int, size: int, test: int = 0) -> Path:
+    """Save a real ``datasets`` folder of ``n`` random square crops of skimage's astronaut, resized to ``size``.
+
+    For tests and benchmarks (the curated format without a crawl): ``test`` crops go to a ``test`` split, the
+    rest to ``train``. The crops are a pure function of ``n`` and ``size``.
+    """
+    import datasets
+    from PIL import Image
+    from skimage import data
+
+    img = data.astronaut()
+    rng = np.random.default_rng(0)
+    ims = []
+    for _ in range(n):
+        s = int(rng.integers(120, 300))
+        y, x = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
+        ims.append(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size)))
+    ds = datasets.Dataset.from_dict({"image": ims}).cast_column("image", datasets.Image())
+    splits = {"train": ds.select(range(test, n))}
+    if test:
+        splits["test"] = ds.select(range(test))
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return Path(path)

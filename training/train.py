@@ -21,7 +21,9 @@ Run directory (contracts.md section 4)::
 
 Determinism and resume: the batch order, augmentation, noise and timesteps of micro-step k on rank r come from
 generators seeded by (seed, r, k) (training/data.py), and the LR is a pure function of the step, so
-``--resume latest`` continues exactly (model, optimizer, scaler, EMA, step and RNG are in the checkpoint).
+``--resume latest`` continues exactly (model, optimizer, scaler, EMA, step and RNG are in the checkpoint); a
+change of world size, batch, accumulation or seed is logged as a warning, a checkpoint that does not fit the model
+is a one-line error, and resuming an older checkpoint sets the newer ones aside (``abandoned-checkpoint-<step>``).
 SIGTERM/SIGINT write a checkpoint and exit 0. A non-finite gradient skips the optimizer step (on the device for
 fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint
 (checked at log steps, the loop's only host-device sync).
@@ -46,8 +48,10 @@ if __package__ in (None, ""):  # run as a script (accelerate launch training/tra
 from training.checkpoint import (  # noqa: E402
     RunState,
     list_checkpoints,
+    read_meta,
     resolve_checkpoint,
     save_checkpoint,
+    set_aside_later_checkpoints,
 )
 from training.config import TrainConfig, load_train_config  # noqa: E402
 from training.configio import ConfigError, dump_config  # noqa: E402
@@ -90,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
     t = cfg.train
     effective_batch = t.batch_size * t.grad_accum_steps * world
-    steps_per_epoch = max(1, n_train // effective_batch)
-    total = t.max_steps if t.max_steps is not None else t.num_epochs * steps_per_epoch
+    steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
+    # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
+    total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
     return {
         "world_size": world,
         "train_images": n_train,
@@ -106,6 +111,7 @@ def dry_run(cfg: TrainConfig) -> int:
     from training.data import load_split
     from training.model import build_unet, count_parameters
 
+    check_tracker(cfg.train.log_with)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ds = load_split(cfg.data.dataset_dir, cfg.data.train_split, hub_dataset=cfg.data.hub_dataset)
     n = len(ds) if cfg.data.max_images is None else min(len(ds), cfg.data.max_images)
@@ -119,6 +125,29 @@ def dry_run(cfg: TrainConfig) -> int:
 
 # ----------------------------------------------------------------------------------------------------------------
 # One training step's loss (a pure function of the batch, the generator and the networks)
+
+
+def check_tracker(log_with: str) -> None:
+    """``train.log_with`` must name an installed logger: accelerate would otherwise drop it without a word."""
+    import importlib.util
+
+    if log_with != "none" and importlib.util.find_spec(log_with) is None:
+        other = "tensorboard" if log_with == "wandb" else "none"
+        raise ConfigError(
+            f"train.log_with={log_with} but the {log_with} package is not installed; pip install {log_with} "
+            f"or set train.log_with={other}"
+        )
+
+
+def resume_mismatches(meta: dict, cfg: TrainConfig, world: int) -> list[str]:
+    """What differs between a checkpoint's run and this one in ways that change the data order or step size."""
+    now = {
+        "world_size": world,
+        "batch_size": cfg.train.batch_size,
+        "grad_accum_steps": cfg.train.grad_accum_steps,
+        "seed": cfg.train.seed,
+    }
+    return [f"{k} was {meta[k]}, now {v}" for k, v in now.items() if k in meta and meta[k] != v]
 
 
 def step_loss(unet, x0, g, cfg: TrainConfig, alphas_cumprod, *, channels_last: bool = False, lpips_net=None):
@@ -176,42 +205,26 @@ def generate_split(
 
     try:
         from training.sample import generate
+
+        extra = {"scheduler": scheduler, "device": accelerator.device}
     except ImportError:
-        generate = None
+        from training.model import fallback_generate as generate
+
+        extra = {}
     world, rank = accelerator.num_processes, accelerator.process_index
     share = math.ceil(num_images / world)
     lo, hi = min(num_images, rank * share), min(num_images, (rank + 1) * share)
-    if generate is not None:
-        mine = (
-            generate(
-                unet,
-                scheduler_config,
-                num_images=hi - lo,
-                seed=seed,
-                batch_size=batch_size,
-                steps=steps,
-                scheduler=scheduler,
-                device=accelerator.device,
-                start_index=lo,
-            )
-            if hi > lo
-            else None
-        )
-    else:
-        from training.model import fallback_generate
-
-        mine = (
-            fallback_generate(
-                unet,
-                scheduler_config,
-                num_images=hi - lo,
-                seed=seed,
-                batch_size=batch_size,
-                steps=steps,
-                start_index=lo,
-            )
-            if hi > lo
-            else None
+    mine = None
+    if hi > lo:
+        mine = generate(
+            unet,
+            scheduler_config,
+            num_images=hi - lo,
+            seed=seed,
+            batch_size=batch_size,
+            steps=steps,
+            start_index=lo,
+            **extra,
         )
     size = unet.config.sample_size
     padded = np.zeros((share, size, size, 3), np.uint8)
@@ -293,13 +306,13 @@ def _append_metrics(path: Path, row: dict) -> None:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop rows logged after the checkpoint so metrics.jsonl reads as one run."""
+    from training.plots import read_metrics
+
     if not path.is_file():
         return
-    keep = [
-        line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step
-    ]
+    keep = [row for row in read_metrics(path) if row.get("step", 0) <= step]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in keep), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -327,13 +340,14 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     from tqdm.auto import tqdm
 
     from training.augment import augment_batch
-    from training.data import batch_indices, epoch_of, load_images, to_device
+    from training.data import batch_indices, epoch_of, load_images, load_split, to_device
     from training.export import export_pipeline
     from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
     from training.plots import plot_curves, samples_over_time, save_grid
 
     t = cfg.train
     run_dir = Path(cfg.run_dir)
+    check_tracker(t.log_with)
 
     # -- accelerator -------------------------------------------------------------------------------------------
     accelerator = Accelerator(
@@ -344,12 +358,18 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     is_main = accelerator.is_main_process
+    if t.mixed_precision == "fp16" and device.type == "cpu":  # accelerate would silently train in fp32
+        raise ConfigError(
+            "train.mixed_precision=fp16 needs a GPU (this run is on the CPU); set train.mixed_precision=bf16 or no"
+        )
     set_seed(t.seed)  # identical initial weights on every rank
     if t.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
     # -- run directory: resume it, or refuse to mix a new run into an old one ---------------------------------
+    if cfg.data.dataset_dir is not None and not Path(cfg.data.dataset_dir).exists():  # inputs before outputs
+        load_split(cfg.data.dataset_dir, cfg.data.train_split)  # raises the one-line "does not exist" error
     ckpt = resolve_checkpoint(run_dir, resume) if resume else None
     if resume is None and list_checkpoints(run_dir):
         raise ConfigError(
@@ -359,24 +379,11 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
 
     # -- data: decoded once, kept as uint8 on the training device ----------------------------------------------
     d = cfg.data
-    train_u8 = load_images(
-        d.dataset_dir,
-        split=d.train_split,
-        resolution=d.resolution,
-        image_column=d.image_column,
-        hub_dataset=d.hub_dataset,
-        max_images=d.max_images,
-    ).to(device)  # (N, 3, H, W) uint8
-    test_u8 = None
+    source = {"resolution": d.resolution, "image_column": d.image_column, "hub_dataset": d.hub_dataset}
+    train_u8 = load_images(d.dataset_dir, split=d.train_split, max_images=d.max_images, **source).to(device)
+    test_u8 = None  # (N, 3, H, W) uint8, on the CPU
     if d.test_split and (cfg.eval.heldout_every_steps or cfg.eval.fid_every_steps):
-        test_u8 = load_images(
-            d.dataset_dir,
-            split=d.test_split,
-            resolution=d.resolution,
-            image_column=d.image_column,
-            hub_dataset=d.hub_dataset,
-            required=False,
-        )
+        test_u8 = load_images(d.dataset_dir, split=d.test_split, required=False, **source)
         if test_u8 is None:
             log.warning("no %r split: held-out loss and FID are off", d.test_split)
     n_train = len(train_u8)
@@ -445,25 +452,42 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     accelerator.register_for_checkpointing(state)
     custom_objects.append("run_state")
 
-    # -- the run directory: written only once the data, model and LPIPS are known good --
-    config_yaml = dump_config(cfg)
-    if is_main:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".config.yaml.tmp"
-        tmp.write_text(config_yaml, encoding="utf-8")
-        os.replace(tmp, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.jsonl"
 
     # -- resume ------------------------------------------------------------------------------------------------
     if resume and ckpt is None:
         log.info("--resume %s: no checkpoint in %s, starting a new run", resume, run_dir)
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))
+        saved = read_meta(ckpt).get("custom_objects", custom_objects)
+        if ("ema" in saved) != ("ema" in custom_objects):
+            raise ConfigError(
+                f"--resume {ckpt}: that run had ema.enabled={str('ema' in saved).lower()}; set "
+                f"ema.enabled={str('ema' in saved).lower()} to resume it, or start a new run_dir"
+            )
+        for problem in resume_mismatches(read_meta(ckpt), cfg, world):
+            log.warning("--resume %s: %s, so the run will not match an uninterrupted one", ckpt, problem)
+        try:
+            accelerator.load_state(str(ckpt))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"--resume {ckpt}: the checkpoint does not fit this config ({first}); resume with the config it "
+                f"was saved with ({ckpt / 'config.yaml'}) or start a new run_dir"
+            ) from None
         if ema is not None:
             ema.to(device)  # accelerate loads custom objects onto the CPU
         log.info("resumed from %s at step %d", ckpt, state.step)
         if is_main:
+            set_aside_later_checkpoints(run_dir, state.step)
             _truncate_metrics(metrics_path, state.step)
+
+    # -- the run directory: written only once the data, model, LPIPS and checkpoint are known good --
+    config_yaml = dump_config(cfg)
+    if is_main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".config.yaml.tmp"
+        tmp.write_text(config_yaml, encoding="utf-8")
+        os.replace(tmp, run_dir / "config.yaml")
 
     if t.log_with != "none":
         accelerator.init_trackers("ptt-train", config=_flat(cfg.model_dump(mode="json")))
@@ -502,10 +526,30 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
             "epoch": epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world),
             "custom_objects": custom_objects,
             "world_size": world,
+            "batch_size": t.batch_size,
+            "grad_accum_steps": t.grad_accum_steps,
+            "seed": t.seed,
         }
         save_checkpoint(
             accelerator, run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep, config_yaml=config_yaml
         )
+
+    def sample_ema(**kwargs):
+        """Collective: :func:`generate_split` from the EMA weights (copied into ``eval_unet``) under autocast."""
+        with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
+            return generate_split(accelerator, net, scheduler_config, **kwargs)
+
+    def export_ema(folder: Path, metrics: dict | None) -> None:
+        """Main process: the EMA weights as a DDPMPipeline folder with the config, metrics and latest grid."""
+        with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
+            export_pipeline(
+                net,
+                scheduler_config,
+                folder,
+                config_yaml=config_yaml,
+                metrics=metrics,
+                sample_grid=_latest_grid(run_dir),
+            )
 
     def due(every: int | None) -> bool:
         return every is not None and (state.step % every == 0 or state.step == total_steps)
@@ -590,17 +634,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         # -- periodic sample grids, FID and held-out loss from the EMA weights, on every rank's share --
         t_pause = time.perf_counter()  # evaluation time is left out of images_per_s
         if due(t.sample_every_steps):
-            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
-                imgs = generate_split(
-                    accelerator,
-                    net,
-                    scheduler_config,
-                    num_images=t.sample_num_images,
-                    seed=t.seed,
-                    steps=t.sample_steps,
-                    batch_size=t.sample_batch_size,
-                    scheduler=t.sample_scheduler,
-                )
+            imgs = sample_ema(
+                num_images=t.sample_num_images,
+                seed=t.seed,
+                steps=t.sample_steps,
+                batch_size=t.sample_batch_size,
+                scheduler=t.sample_scheduler,
+            )
             if is_main:
                 save_grid(imgs, run_dir / "samples" / f"step-{state.step}.png")
         if test_u8 is not None and due(cfg.eval.heldout_every_steps):
@@ -610,20 +650,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
             if is_main:
                 _append_metrics(metrics_path, {"step": state.step, "heldout_loss": h})
         if test_u8 is not None and due(cfg.eval.fid_every_steps):
-            fid_row = evaluate_fid(accelerator, cfg, ema, unet, eval_unet, scheduler_config)
+            fid_row = evaluate_fid(accelerator, cfg, sample_ema)
             accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
             if is_main:
                 _append_metrics(metrics_path, {"step": state.step, **fid_row})
                 if state.best_fid is None or fid_row["fid"] < state.best_fid:
                     state.best_fid, state.best_step = fid_row["fid"], state.step
-                    with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
-                        export_pipeline(
-                            net,
-                            scheduler_config,
-                            run_dir / "best",
-                            config_yaml=config_yaml,
-                            metrics={**fid_row, "step": state.step},
-                        )
+                    export_ema(run_dir / "best", metrics={**fid_row, "step": state.step})
             state.best_fid, state.best_step = broadcast_object_list([state.best_fid, state.best_step])
 
         # -- checkpoints, signals --
@@ -657,16 +690,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         checkpoint()
     elif state.step >= total_steps:
         if is_main:
-            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
-                grid = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
-                export_pipeline(
-                    net,
-                    scheduler_config,
-                    run_dir / "pipeline",
-                    config_yaml=config_yaml,
-                    metrics=_latest_fid(metrics_path),
-                    sample_grid=grid[-1] if grid else None,
-                )
+            export_ema(run_dir / "pipeline", metrics=_latest_fid(metrics_path))
     if is_main:
         plot_curves(metrics_path, run_dir / "curves.png")
         samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
@@ -698,6 +722,12 @@ def rank_fingerprints(accelerator, model, ema) -> list[list[float]]:
     return allr.cpu().tolist()
 
 
+def _latest_grid(run_dir: Path) -> Path | None:
+    """The newest ``samples/step-<step>.png`` (the sample grid an export carries), or None."""
+    grids = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
+    return grids[-1] if grids else None
+
+
 def _latest_fid(metrics_path: Path) -> dict | None:
     from training.plots import read_metrics
 
@@ -705,8 +735,9 @@ def _latest_fid(metrics_path: Path) -> dict | None:
     return rows[-1] if rows else None
 
 
-def evaluate_fid(accelerator, cfg: TrainConfig, ema, unet, eval_unet, scheduler_config: dict) -> dict:
-    """Collective: every rank samples its share of ``eval.fid_num_images``; the main process scores them."""
+def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
+    """Collective: every rank samples its share of ``eval.fid_num_images`` (``sample_ema(**kw)``: a
+    :func:`generate_split` from the EMA weights); the main process scores them."""
     from accelerate.utils import broadcast_object_list
 
     try:
@@ -716,17 +747,13 @@ def evaluate_fid(accelerator, cfg: TrainConfig, ema, unet, eval_unet, scheduler_
             f"eval.fid_every_steps is set but training.fid cannot be imported ({exc}); set eval.fid_every_steps=null"
         ) from None
     e = cfg.eval
-    with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
-        imgs = generate_split(
-            accelerator,
-            net,
-            scheduler_config,
-            num_images=e.fid_num_images,
-            seed=cfg.train.seed + 1_000_000,
-            steps=e.fid_steps,
-            batch_size=e.fid_batch_size,
-            scheduler="ddim",
-        )
+    imgs = sample_ema(
+        num_images=e.fid_num_images,
+        seed=cfg.train.seed + 1_000_000,
+        steps=e.fid_steps,
+        batch_size=e.fid_batch_size,
+        scheduler="ddim",
+    )
     row = [None]
     if accelerator.is_main_process:
         ref = f"{cfg.data.dataset_dir}:{cfg.data.test_split}"
