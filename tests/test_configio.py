@@ -77,3 +77,14 @@ def test_bad_yaml_is_one_line_with_the_line_number(tmp_path):
         load_config(Cfg, path)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{path}:") and "not valid YAML" in msg
+
+
+def test_error_in_an_override_is_blamed_on_the_override_not_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(Cfg, path, ["steps=abc"])
+    assert "command-line override 'steps=abc'" in str(err.value) and str(path) not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(Cfg, path, ["optim.lrr=1"])
+    assert "command-line override 'optim.lrr=1'" in str(err.value)

@@ -91,17 +91,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], *, source: str =
     return out
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
+    """One line per problem, naming the dotted key and where it was set (the file or a command-line override)."""
+    by_key = {item.partition("=")[0].strip(): item for item in overrides or []}
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        # An error inside a key the command line set is blamed on that override, not on the file.
+        item = next((v for k, v in by_key.items() if loc == k or loc.startswith(k + ".")), None)
+        where = f"command-line override {item!r}" if item is not None else source
         if e["type"] == "extra_forbidden":
             hint = "check its spelling against the defaults (--dry-run prints them)"
-            lines.append(f"{source}: unknown key {loc!r}; {hint}")
+            lines.append(f"{where}: unknown key {loc!r}; {hint}")
         else:
             got = e.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{source}: {loc}: {e['msg']}{got_s}")
+            lines.append(f"{where}: {loc}: {e['msg']}{got_s}")
     return "\n".join(lines)
 
 
@@ -131,7 +136,7 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, list(overrides or []))) from None
 
 
 def dump_config(cfg: BaseModel) -> str:
