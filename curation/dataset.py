@@ -66,8 +66,8 @@ import numpy as np
 from curation import filters as F
 from curation.align import align_face, template_points
 from curation.config import CurationConfig
-from curation.fileio import atomic_write, iter_jsonl
 from curation.images import decode_photo_scaled
+from training.fileio import atomic_write, iter_jsonl
 
 log = logging.getLogger(__name__)
 

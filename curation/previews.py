@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from training.fileio import atomic_write_png
+
 __all__ = ["contact_sheet", "write_previews"]
 
 _CAPTION_PX = 12
@@ -49,12 +51,6 @@ def _decode(png: bytes, scale: int = 2) -> np.ndarray:
     """Tile for a sheet, enlarged ``scale`` x (nearest) so a person can judge a 64x64 face on screen."""
     im = Image.open(io.BytesIO(png)).convert("RGB")
     return np.asarray(im.resize((im.width * scale, im.height * scale), Image.NEAREST))
-
-
-def _save_png(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def _label(r: dict) -> str:
@@ -147,11 +143,11 @@ def write_previews(folder: Path, rows: list[dict], photo_thumbs: dict[str, list[
             continue
         tiles = [_decode(r["_png"]) for r in group[:n]]
         sheet = contact_sheet(tiles, cols=10, labels=[_label(r) for r in group[:n]])
-        _save_png(folder / f"{name}.png", sheet)
+        atomic_write_png(folder / f"{name}.png", sheet)
         written[name] = str(folder / f"{name}.png")
     for reason, thumbs in photo_thumbs.items():
         name = f"rejected_{reason}"
-        _save_png(folder / f"{name}.png", contact_sheet([_decode(b) for b in thumbs[:n]], cols=10))
+        atomic_write_png(folder / f"{name}.png", contact_sheet([_decode(b) for b in thumbs[:n]], cols=10))
         written[name] = str(folder / f"{name}.png")
     if rows:
         write_histograms(folder / "histograms.png", rows, cfg)

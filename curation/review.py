@@ -59,7 +59,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from curation.fileio import atomic_write, iter_jsonl
+from training.fileio import atomic_write, iter_jsonl
 
 log = logging.getLogger(__name__)
 

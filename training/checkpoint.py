@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 from training.configio import ConfigError
+from training.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ class RunState:
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

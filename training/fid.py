@@ -47,6 +47,7 @@ import numpy as np
 from scipy import linalg
 
 from training.features import SUBSTITUTE_LABEL, InceptionMissingError, extractor_name
+from training.fileio import atomic_write
 from training.sample import SampleError
 
 __all__ = [
@@ -347,9 +348,7 @@ def _write_atomic(path: Path, data: str | bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FidError(f"{path}: its folder {path.parent} is a file; pass a path inside a folder") from None
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 # ---------------------------------------------------------------------------------------------------- sweep

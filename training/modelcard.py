@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from training.features import SUBSTITUTE_LABEL
+from training.fileio import atomic_write
 
 __all__ = ["GRID_NAME", "card_text", "read_config", "read_metrics", "write_model_card"]
 
@@ -230,7 +231,5 @@ def write_model_card(pipeline_dir, *, metrics=None, config=None, sample_grid=Non
         unet_config=unet_config,
     )
     dest = folder / "README.md"
-    tmp = folder / f".README.md.tmp-{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dest)
+    atomic_write(dest, text)
     return dest

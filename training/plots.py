@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.fileio import atomic_write_png
+
 __all__ = ["make_grid", "save_png", "save_grid", "samples_over_time", "read_metrics", "plot_curves"]
 
 _STEP = re.compile(r"^step-(\d+)\.png$")
@@ -36,13 +38,8 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 (H, W, 3) array as PNG atomically."""
-    from PIL import Image
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write_png(path, img)
     return path
 
 

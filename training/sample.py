@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.fileio import atomic_write
+
 __all__ = [
     "SCHEDULERS",
     "SampleError",
@@ -253,12 +255,6 @@ def _existing_indices(out: Path) -> set[int]:
     return found
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_png_atomic(img: np.ndarray, path: Path) -> None:
     import io
 
@@ -266,7 +262,7 @@ def _write_png_atomic(img: np.ndarray, path: Path) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, format="PNG")
-    _write_atomic(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _check_info(out: Path, info: dict, *, write: bool) -> None:
@@ -279,7 +275,7 @@ def _check_info(out: Path, info: dict, *, write: bool) -> None:
             what = ", ".join(f"{k}={old.get(k)!r} (now {info.get(k)!r})" for k in diff)
             raise SampleError(f"{out}: holds samples made with {what}; pass a new --out or delete that folder")
     if write:
-        _write_atomic(info_path, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+        atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
 
 
 def write_samples(

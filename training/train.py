@@ -55,6 +55,7 @@ from training.checkpoint import (  # noqa: E402
 )
 from training.config import TrainConfig, load_train_config  # noqa: E402
 from training.configio import ConfigError, dump_config  # noqa: E402
+from training.fileio import atomic_write  # noqa: E402
 
 log = logging.getLogger("ptt.train")
 
@@ -311,9 +312,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [row for row in read_metrics(path) if row.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

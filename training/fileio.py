@@ -1,4 +1,4 @@
-"""Small file helpers shared by the crawler and curation: atomic writes and JSONL reading.
+"""Small file helpers shared by every stage: atomic writes (text, bytes, PNG) and JSONL reading.
 
 Every output file of the project is written through :func:`atomic_write` (a temporary file in the same folder,
 then ``os.replace``), so a crash never leaves a half-written file behind. :func:`iter_jsonl` reads a JSONL file
@@ -7,7 +7,7 @@ line by line and turns a bad line into the caller's own one-line error.
 Example::
 
     from pathlib import Path
-    from curation.fileio import atomic_write, iter_jsonl
+    from training.fileio import atomic_write, iter_jsonl
     atomic_write(Path("/tmp/x.jsonl"), '{"a": 1}\\n\\n{"a": 2}\\n')
     for lineno, rec in iter_jsonl(Path("/tmp/x.jsonl"), lambda n, msg: ValueError(f"x.jsonl:{n}: {msg}")):
         print(lineno, rec)   # 1 {'a': 1} / 3 {'a': 2}
@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "iter_jsonl"]
+__all__ = ["atomic_write", "atomic_write_png", "iter_jsonl"]
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -37,6 +37,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_png(path: str | os.PathLike, img) -> None:
+    """Encode ``img`` (a PIL image or a uint8 (H, W, 3) array) as PNG and write it atomically."""
+    import io
+
+    from PIL import Image
+
+    im = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
 
 
 def iter_jsonl(path: Path, bad_line: Callable[[int, str], Exception]) -> Iterator[tuple[int, object]]:
