@@ -15,14 +15,13 @@ Example::
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.fileio import atomic_write_png
+from training.fileio import atomic_write, atomic_write_png
 
 __all__ = ["contact_sheet", "write_previews"]
 
@@ -122,10 +121,10 @@ def write_histograms(path: Path, rows: list[dict], cfg: Any) -> None:
         f"{len(rows)} detected faces: {len(kept)} kept, {len(rej)} rejected (dashed: thresholds)", fontsize=10
     )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def write_previews(folder: Path, rows: list[dict], photo_thumbs: dict[str, list[bytes]], cfg: Any) -> dict[str, str]:

@@ -9,15 +9,15 @@ Example::
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from training.fileio import atomic_write_png
+from training.fileio import atomic_write, atomic_write_png
 
 __all__ = ["make_grid", "save_png", "save_grid", "samples_over_time", "read_metrics", "plot_curves"]
 
@@ -115,8 +115,8 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
         axes[0, 1].set_ylabel("FID")
     fig.tight_layout()
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
+    atomic_write(out_png, buf.getvalue())
     return out_png

@@ -484,9 +484,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     config_yaml = dump_config(cfg)
     if is_main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".config.yaml.tmp"
-        tmp.write_text(config_yaml, encoding="utf-8")
-        os.replace(tmp, run_dir / "config.yaml")
+        atomic_write(run_dir / "config.yaml", config_yaml)
 
     if t.log_with != "none":
         accelerator.init_trackers("ptt-train", config=_flat(cfg.model_dump(mode="json")))
