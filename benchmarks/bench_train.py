@@ -8,18 +8,25 @@ non-foreach ``EMAModel``.
 
 Ours is the trainer's step (training/train.py): images decoded once into a uint8 tensor on the device, the
 preset's augmentation on the batch on the device, ``step_loss`` (loss in fp32), fused AdamW with the on-device
-non-finite skip, foreach EMA, no host sync; on the device each preset asks for (bf16 autocast, channels_last;
-on CUDA also TF32 and optionally ``torch.compile``). On CPU, bf16 autocast is used when the CPU has AVX512-BF16
-or AMX (``--cpu-bf16 auto``), since that is what ``train.mixed_precision=bf16`` does there.
+non-finite skip, foreach EMA, no host sync, with what the preset asks for (bf16 autocast; on CUDA also
+channels_last and TF32) and ``torch.compile`` with ``--compile`` (CUDA, or CPU through Inductor and the C++
+compiler). On CPU, bf16 autocast is used when the CPU has AVX512-BF16 or AMX (``--cpu-bf16 auto``), since that is
+what ``train.mixed_precision=bf16`` does there.
 
-The two variants alternate in rounds (warm-up steps first), and the median images/s of each is reported with the
-ratio, the peak memory (CUDA: max allocated per variant; CPU: the process's peak RSS while the variant ran), the
-model FLOP utilisation (UNet training FLOPs per image x images/s / a measured matmul rate: bf16 on CUDA, fp32 or
-bf16 on CPU), and the machine.
+``--ablate`` adds one variant per speed feature, each ours with that one feature switched (fp32 instead of bf16,
+``channels_last`` flipped, foreach instead of fused AdamW, EMA without foreach, the per-sample PIL ``DataLoader``
+instead of the decoded-once tensor, a ``loss.item()`` every step, augmentation off, ``torch.compile`` with
+``--compile``): what each feature pays is ours / that variant.
+
+The variants alternate in rounds (warm-up steps first), and the median images/s of each is reported with the
+ratio to the baseline, the peak memory (CUDA: max allocated per variant; CPU: the process's peak RSS while the
+variant ran), the model FLOP utilisation (UNet training FLOPs per image x images/s / a measured matmul rate: bf16
+on CUDA, fp32 or bf16 on CPU), and the machine.
 
 Example::
 
     python benchmarks/bench_train.py --presets small --batch 16 --steps 3 --rounds 2          # CPU, a few minutes
+    python benchmarks/bench_train.py --presets small --batch 16 --ablate                     # what each feature pays
     python benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --compile       # GPU
 """
 
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -126,14 +134,39 @@ def make_dataset(path: Path, n: int = 256, size: int = 64) -> Path:
 # -- the baseline: diffusers' train_unconditional.py, reduced to its training step ---------------------------------
 
 
+def _pil_loader(dataset_dir: str, res: int, batch: int, *, normalize: bool, flip: bool):
+    """The example's input path: PIL decode + torchvision transforms per sample, ``num_workers=0``."""
+    import datasets
+    from torchvision import transforms
+
+    steps = [transforms.Resize(res, interpolation=transforms.InterpolationMode.BILINEAR), transforms.CenterCrop(res)]
+    steps += [transforms.RandomHorizontalFlip()] if flip else []
+    steps += [transforms.ToTensor()]
+    steps += [transforms.Normalize([0.5], [0.5])] if normalize else []
+    augmentations = transforms.Compose(steps)
+    dataset = datasets.load_from_disk(dataset_dir)["train"]
+
+    def transform_images(examples):
+        return {"input": [augmentations(image.convert("RGB")) for image in examples["image"]]}
+
+    dataset.set_transform(transform_images)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0, drop_last=True)
+
+
+def _next_batch(variant):
+    try:
+        return next(variant.it)
+    except StopIteration:
+        variant.it = iter(variant.loader)
+        return next(variant.it)
+
+
 class Baseline:
     name = "baseline (diffusers example)"
 
     def __init__(self, cfg, dataset_dir: str, batch: int, device: torch.device):
-        import datasets
         from diffusers import DDPMScheduler, UNet2DModel
         from diffusers.training_utils import EMAModel
-        from torchvision import transforms
 
         from training.config import unet_kwargs
 
@@ -158,39 +191,14 @@ class Baseline:
             model_config=self.model.config,
         )
         self.ema.to(device)
-        res = cfg.data.resolution
-        augmentations = transforms.Compose(
-            [
-                transforms.Resize(res, interpolation=transforms.InterpolationMode.BILINEAR),
-                transforms.CenterCrop(res),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                transforms.Normalize([0.5], [0.5]),
-            ]
-        )
-        dataset = datasets.load_from_disk(dataset_dir)["train"]
-
-        def transform_images(examples):
-            return {"input": [augmentations(image.convert("RGB")) for image in examples["image"]]}
-
-        dataset.set_transform(transform_images)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch, shuffle=True, num_workers=0, drop_last=True
-        )
+        self.loader = _pil_loader(dataset_dir, cfg.data.resolution, batch, normalize=True, flip=True)
         self.it = iter(self.loader)
         self.model.train()
-
-    def _batch(self):
-        try:
-            return next(self.it)
-        except StopIteration:
-            self.it = iter(self.loader)
-            return next(self.it)
 
     def step(self) -> None:
         import torch.nn.functional as F
 
-        clean_images = self._batch()["input"].to(self.device)
+        clean_images = _next_batch(self)["input"].to(self.device)
         noise = torch.randn(clean_images.shape, device=self.device)
         bsz = clean_images.shape[0]
         timesteps = torch.randint(
@@ -207,23 +215,46 @@ class Baseline:
         self.last_loss = loss.detach().item()  # the example logs this every step
 
 
-# -- ours: the trainer's step ---------------------------------------------------------------------------------------
+# -- ours: the trainer's step, with each speed feature a switch -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The speed features of our step; the full set is what ``training/train.py`` does for the preset."""
+
+    bf16: bool
+    channels_last: bool
+    compile: bool = False
+    fused_adamw: bool = True
+    ema_foreach: bool = True
+    data: str = "tensor"  # "tensor": decoded once, indexed on the device; "pil": per-sample PIL + DataLoader
+    augment: bool = True
+    sync_every_step: bool = False  # read loss.item() each step (the host waits for the device)
+
+
+def ablations(full: Settings, *, with_compile: bool, bf16_supported: bool) -> list[tuple[str, Settings]]:
+    """``ours`` plus one variant per feature, each differing from ``full`` in that feature alone."""
+    out = [("ours", full)]
+    if full.bf16:
+        out.append(("ours, fp32 (no bf16 autocast)", replace(full, bf16=False)))
+    elif bf16_supported:
+        out.append(("ours + bf16 autocast", replace(full, bf16=True)))
+    cl = "off" if full.channels_last else "on"
+    out.append((f"ours, channels_last {cl}", replace(full, channels_last=not full.channels_last)))
+    if full.fused_adamw:
+        out.append(("ours, foreach AdamW (not fused)", replace(full, fused_adamw=False)))
+    out.append(("ours, EMA without foreach", replace(full, ema_foreach=False)))
+    out.append(("ours, per-sample PIL DataLoader", replace(full, data="pil")))
+    out.append(("ours + loss.item() every step", replace(full, sync_every_step=True)))
+    if full.augment:
+        out.append(("ours, augmentation off", replace(full, augment=False)))
+    if with_compile and not full.compile:
+        out.append(("ours + torch.compile", replace(full, compile=True)))
+    return out
 
 
 class Ours:
-    name = "ours (training/train.py step)"
-
-    def __init__(
-        self,
-        cfg,
-        dataset_dir: str,
-        batch: int,
-        device: torch.device,
-        *,
-        bf16: bool,
-        channels_last: bool,
-        compile_unet: bool,
-    ):
+    def __init__(self, name: str, cfg, dataset_dir: str, batch: int, device: torch.device, s: Settings):
         from diffusers import UNet2DModel
         from diffusers.training_utils import EMAModel
 
@@ -231,11 +262,14 @@ class Ours:
         from training.model import build_noise_scheduler, build_optimizer, build_unet
 
         torch.manual_seed(0)
-        self.cfg, self.batch, self.device = cfg, batch, device
-        self.bf16, self.channels_last = bf16, channels_last
-        self.images = load_images(dataset_dir, split="train", resolution=cfg.data.resolution).to(device)
+        self.name, self.cfg, self.batch, self.device, self.s = name, cfg, batch, device, s
+        if s.data == "tensor":
+            self.images = load_images(dataset_dir, split="train", resolution=cfg.data.resolution).to(device)
+        else:
+            self.loader = _pil_loader(dataset_dir, cfg.data.resolution, batch, normalize=False, flip=False)
+            self.it = iter(self.loader)
         model = build_unet(cfg).to(device)
-        if channels_last:
+        if s.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.ema = EMAModel(
@@ -244,41 +278,52 @@ class Ours:
             use_ema_warmup=True,
             inv_gamma=1.0,
             power=0.75,
-            foreach=True,
+            foreach=s.ema_foreach,
             model_cls=UNet2DModel,
             model_config=model.config,
         )
         self.ema.to(device)
-        self.optimizer = build_optimizer(model.parameters(), cfg, device_type=device.type)
-        if compile_unet:
+        opt_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"fused": s.fused_adamw})})
+        self.optimizer = build_optimizer(model.parameters(), opt_cfg, device_type=device.type)
+        if s.compile:
             model.compile()
         self.alphas = build_noise_scheduler(cfg).alphas_cumprod.to(device)
         self.micro = 0
         self.loss_sum = torch.zeros((), device=device)
         model.train()
 
-    def step(self) -> None:
+    def _clean_batch(self, g) -> torch.Tensor:
         from training.augment import augment_batch
         from training.data import batch_indices, to_device
+
+        if self.s.data == "tensor":
+            idx = batch_indices(len(self.images), step=self.micro, batch_size=self.batch, seed=0)
+            x = self.images[to_device(idx, self.device)].float().div_(255.0)
+        else:
+            x = _next_batch(self)["input"].to(self.device)
+        if self.s.augment and self.cfg.augment.enabled:
+            x = augment_batch(x, self.cfg.augment, g)
+        return x.mul_(2.0).sub_(1.0)
+
+    def step(self) -> None:
         from training.train import step_generator, step_loss
 
-        cfg, dev = self.cfg, self.device
-        idx = batch_indices(len(self.images), step=self.micro, batch_size=self.batch, seed=0)
+        cfg, dev, s = self.cfg, self.device, self.s
         g = step_generator(dev, 0, 0, self.micro)
-        x = self.images[to_device(idx, dev)].float().div_(255.0)
-        if cfg.augment.enabled:
-            x = augment_batch(x, cfg.augment, g)
-        x0 = x.mul_(2.0).sub_(1.0)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = step_loss(self.model, x0, g, cfg, self.alphas, channels_last=self.channels_last)
+        x0 = self._clean_batch(g)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
+            loss = step_loss(self.model, x0, g, cfg, self.alphas, channels_last=s.channels_last)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm or float("inf"))
         if self.optimizer.defaults.get("fused"):
-            self.optimizer.found_inf = (~torch.isfinite(grad_norm)).float()
+            self.optimizer.found_inf = (~torch.isfinite(grad_norm)).float()  # the trainer's on-device skip
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.step(self.model.parameters())
-        self.loss_sum += loss.detach()  # read only at log steps
+        if s.sync_every_step:
+            self.last_loss = loss.detach().item()
+        else:
+            self.loss_sum += loss.detach()  # the trainer reads it only at log steps
         self.micro += 1
 
 
@@ -299,6 +344,29 @@ def measure(variant, steps: int, batch: int, device: torch.device) -> tuple[floa
     return steps * batch / dt, mem
 
 
+def preset_settings(cfg, args, device: torch.device, info: dict) -> Settings:
+    """What the trainer does for this preset on this device (bf16 on CPU where the CPU has bf16 units, with
+    ``--cpu-bf16 auto``; channels_last on CUDA only)."""
+    cuda = device.type == "cuda"
+    if cuda:
+        bf16 = cfg.train.mixed_precision == "bf16" or args.cuda_bf16
+    else:
+        bf16 = cfg.train.mixed_precision == "bf16" and (
+            args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and info["cpu_bf16"])
+        )
+    if args.channels_last == "preset":  # as the trainer does: channels_last on CUDA only
+        channels_last = cfg.train.channels_last and cuda
+    else:
+        channels_last = args.channels_last == "on"
+    return Settings(
+        bf16=bf16,
+        channels_last=channels_last,
+        compile=bool(args.compile and not args.ablate),
+        fused_adamw=cfg.optim.fused,
+        augment=cfg.augment.enabled,
+    )
+
+
 def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> dict:
     from training.model import build_unet, count_parameters, unet_flops_per_image
 
@@ -308,28 +376,17 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     info = machine_info()
-    if cuda:
-        bf16 = cfg.train.mixed_precision == "bf16" or args.cuda_bf16
-    else:
-        bf16 = cfg.train.mixed_precision == "bf16" and (
-            args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and info["cpu_bf16"])
-        )
-    channels_last = cfg.train.channels_last if cuda else args.cpu_channels_last
-    variants = [
-        Baseline(cfg, dataset_dir, args.batch, device),
-        Ours(
-            cfg,
-            dataset_dir,
-            args.batch,
-            device,
-            bf16=bf16,
-            channels_last=channels_last,
-            compile_unet=args.compile and cuda,
-        ),
-    ]
+    full = preset_settings(cfg, args, device, info)
+    specs = [("ours", full)]
+    if args.ablate:
+        specs = ablations(full, with_compile=args.compile, bf16_supported=cuda or info["cpu_bf16"])
+    variants = [Baseline(cfg, dataset_dir, args.batch, device)]
+    variants += [Ours(name, cfg, dataset_dir, args.batch, device, s) for name, s in specs]
     for v in variants:  # warm-up (allocator, oneDNN/cuDNN autotuning, torch.compile)
+        t0 = time.perf_counter()
         for _ in range(args.warmup):
             v.step()
+        print(f"  {preset} warm-up: {v.name}: {time.perf_counter() - t0:.1f} s", flush=True)
     rates = {v.name: [] for v in variants}
     mems = {v.name: 0 for v in variants}
     for r in range(args.rounds):
@@ -339,9 +396,22 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
             mems[v.name] = max(mems[v.name], mem)
             print(f"  {preset} round {r + 1}: {v.name}: {ips:.2f} images/s", flush=True)
     flops = unet_flops_per_image(build_unet(cfg).to(device), cfg.data.resolution, training=True)
-    peak_dtype = torch.bfloat16 if (cuda or bf16) else torch.float32
+    peak_dtype = torch.bfloat16 if (cuda or full.bf16) else torch.float32
     peak = matmul_rate(device, peak_dtype)
-    base, ours = (statistics.median(rates[v.name]) for v in variants)
+    med = {name: statistics.median(xs) for name, xs in rates.items()}
+    base, ours = med[variants[0].name], med["ours"]
+    rows = [
+        {
+            "variant": v.name,
+            "settings": asdict(v.s) if isinstance(v, Ours) else None,
+            "images_per_s": round(med[v.name], 3),
+            "rounds": [round(x, 3) for x in rates[v.name]],
+            "vs_baseline": round(med[v.name] / base, 3),
+            "ours_vs_this": round(ours / med[v.name], 3),  # > 1: the switched feature pays
+            "peak_mem_mb": round(mems[v.name] / 2**20, 1),
+        }
+        for v in variants
+    ]
     return {
         "preset": preset,
         "parameters": count_parameters(variants[1].model),
@@ -349,26 +419,19 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
         "steps_per_round": args.steps,
         "rounds": args.rounds,
         "device": str(device),
-        "ours_settings": {
-            "bf16_autocast": bf16,
-            "channels_last": channels_last,
-            "fused_adamw": bool(variants[1].optimizer.defaults.get("fused")),
-            "compile": args.compile and cuda,
-            "augmentation": cfg.augment.enabled,
-        },
+        "ours_settings": asdict(full),
         "baseline_images_per_s": round(base, 3),
         "ours_images_per_s": round(ours, 3),
         "speedup": round(ours / base, 3),
-        "baseline_rounds": [round(x, 3) for x in rates[variants[0].name]],
-        "ours_rounds": [round(x, 3) for x in rates[variants[1].name]],
-        "baseline_peak_mem_mb": round(mems[variants[0].name] / 2**20, 1),
-        "ours_peak_mem_mb": round(mems[variants[1].name] / 2**20, 1),
+        "baseline_peak_mem_mb": rows[0]["peak_mem_mb"],
+        "ours_peak_mem_mb": rows[1]["peak_mem_mb"],
         "peak_mem_kind": "cuda max_memory_allocated" if cuda else "process peak RSS while the variant ran",
         "unet_train_gflops_per_image": round(flops / 1e9, 3),
         "matmul_tflops_measured": round(peak / 1e12, 3),
         "matmul_dtype": str(peak_dtype).removeprefix("torch."),
         "mfu_ours": round(flops * ours / peak, 4),
         "mfu_baseline": round(flops * base / peak, 4),
+        "variants": rows,
     }
 
 
@@ -381,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--dataset", default=None, help="a datasets folder; default: 256 generated 64x64 crops")
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile ours (CUDA only)")
+    p.add_argument("--ablate", action="store_true", help="add one variant per speed feature (see the module doc)")
+    p.add_argument("--compile", action="store_true", help="torch.compile ours (with --ablate: as one more variant)")
     p.add_argument("--cpu-bf16", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--cpu-channels-last", action="store_true")
+    p.add_argument("--channels-last", choices=["preset", "on", "off"], default="preset")
     p.add_argument("--cuda-bf16", action="store_true", help="bf16 on CUDA even where the preset says no")
     p.add_argument("--out", default="bench_out/train.json")
     args = p.parse_args(argv)
@@ -417,6 +481,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ours_images_per_s']:>12.2f}{r['speedup']:>7.2f}x{r['baseline_peak_mem_mb']:>10.0f}"
             f"{r['ours_peak_mem_mb']:>10.0f}{r['mfu_ours']:>10.2%}"
         )
+    for r in results if args.ablate else []:
+        print(f"\n{r['preset']}: each variant (ours / variant > 1: the switched feature pays)")
+        print(f"{'variant':<40}{'img/s':>9}{'vs baseline':>13}{'ours/this':>11}{'peak MB':>9}")
+        for row in r["variants"]:
+            print(
+                f"{row['variant']:<40}{row['images_per_s']:>9.2f}{row['vs_baseline']:>12.2f}x"
+                f"{row['ours_vs_this']:>10.2f}x{row['peak_mem_mb']:>9.0f}"
+            )
     m = out["machine"]
     print(
         f"machine: {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, torch {m['torch']}, "

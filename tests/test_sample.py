@@ -121,6 +121,20 @@ def test_rerun_skips_existing_and_resumes_identically(unet16, sched_cfg, tmp_pat
     assert not list(out.glob("*.tmp*"))
 
 
+def test_rerun_redoes_damaged_or_foreign_pngs(unet16, sched_cfg, tmp_path, caplog):
+    out = tmp_path / "s"
+    write_samples(unet16, sched_cfg, out, num_images=4, seed=1, batch_size=4, steps=2, progress=False)
+    good = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    (out / "00001.png").write_bytes(good["00001.png"][:-20])  # truncated
+    (out / "00002.png").write_bytes(b"")  # zero bytes
+    Image.new("RGB", (32, 32)).save(out / "00003.png")  # a PNG of the wrong size
+    with caplog.at_level("WARNING", logger="training.sample"):
+        again = write_samples(unet16, sched_cfg, out, num_images=4, seed=1, batch_size=4, steps=2, progress=False)
+    assert again["written"] == 3 and again["skipped"] == 1
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == good
+    assert sum("writing it again" in r.getMessage() for r in caplog.records) == 3
+
+
 def test_ranks_write_disjoint_shares_that_match_one_process(unet16, sched_cfg, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     write_samples(unet16, sched_cfg, one, num_images=5, seed=3, batch_size=4, steps=2, progress=False)

@@ -1,26 +1,27 @@
-"""Two CPU processes (DDP over gloo) end with identical weights and EMA on both ranks, and resume exactly."""
+"""Two CPU processes (DDP over gloo) end with identical weights and EMA on both ranks, resume exactly, and stop
+together with one checkpoint when one rank is sent SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 from test_train_run import TINY, assert_same_training_state, make_dataset
+
+from training.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_process_run_ends_with_identical_weights_and_ema(tmp_path, repo_root):
-    ds = make_dataset(tmp_path / "dataset")
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY)
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1"}
-    cmd = [
+def launch_cmd(repo_root, cfg, ds, run_dir) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
@@ -36,6 +37,21 @@ def test_two_process_run_ends_with_identical_weights_and_ema(tmp_path, repo_root
         str(cfg),
         f"data.dataset_dir={ds}",
         f"run_dir={run_dir}",
+    ]
+
+
+def two_process_env(repo_root) -> dict:
+    return {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1"}
+
+
+def test_two_process_run_ends_with_identical_weights_and_ema(tmp_path, repo_root):
+    ds = make_dataset(tmp_path / "dataset")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run_dir = tmp_path / "run"
+    env = two_process_env(repo_root)
+    cmd = [
+        *launch_cmd(repo_root, cfg, ds, run_dir),
         "train.max_steps=6",
         "train.checkpoint_every_steps=3",
         "train.sample_every_steps=3",
@@ -65,3 +81,48 @@ def test_two_process_run_ends_with_identical_weights_and_ema(tmp_path, repo_root
     proc = subprocess.run(cmd_part, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_training_state(part / "checkpoints" / "checkpoint-6", run_dir / "checkpoints" / "checkpoint-6", step=6)
+
+
+def test_sigterm_to_one_rank_stops_both_with_one_checkpoint(tmp_path, repo_root):
+    """A preempted worker: SIGTERM reaches rank 1 only; both ranks stop at the next check, checkpoint, exit 0."""
+    ds = make_dataset(tmp_path / "dataset")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run_dir = tmp_path / "run"
+    cmd = [
+        *launch_cmd(repo_root, cfg, ds, run_dir),
+        "train.max_steps=100000",
+        "train.checkpoint_every_steps=100000",
+        "train.sample_every_steps=100000",
+        "eval.heldout_every_steps=100000",
+        "train.signal_check_every_steps=2",
+    ]
+    proc = subprocess.Popen(cmd, env=two_process_env(repo_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 300
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(c.cmdline())]
+        rank1 = [w for w in workers if w.environ().get("RANK") == "1"]
+        assert len(rank1) == 1, [(w.pid, w.environ().get("RANK")) for w in workers]
+        rank1[0].send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # a failed assertion above: leave no workers behind
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert "got SIGTERM" in out and "a signal on another rank" in out
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None and not list((run_dir / "checkpoints").glob(".tmp-*"))
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] % 2 == 0  # taken at a signal check, the same step on both
+    assert (ckpt / "random_states_1.pkl").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    fp = [r for r in rows if "rank_fingerprints" in r][-1]["rank_fingerprints"]
+    assert len(fp) == 2 and fp[0] == fp[1]

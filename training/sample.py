@@ -7,7 +7,8 @@ So image *i* is the same whatever the batch size, the number of processes or an 
 Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...`` 64x64 (the UNet's
 ``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
 model, sampler, steps, seed and dtype; a rerun with other settings into the same folder is refused so runs never
-mix, and a rerun with the same settings skips images already written.
+mix, and a rerun with the same settings skips images already written (whole PNGs of the right size; a damaged or
+foreign ``NNNNN.png`` is written again, with a warning).
 
 Samplers (``--scheduler``), each built from the pipeline's own ``scheduler/scheduler_config.json``:
 ``ddpm`` (DDPMScheduler, ancestral, 1000 steps as trained), ``ddim`` (DDIMScheduler, eta 0),
@@ -246,12 +247,27 @@ def load_model(model: str, *, device=None):
     return unet, scheduler_config, source
 
 
-def _existing_indices(out: Path) -> set[int]:
+def _existing_indices(out: Path, size: int | None = None) -> set[int]:
+    """Indices of ``NNNNN.png`` in ``out`` that are whole ``size`` x ``size`` PNGs; others are logged, to redo."""
+    from PIL import Image
+
     found = set()
     for p in out.iterdir():
         m = _IMAGE_NAME_RE.match(p.name)
-        if m:
+        if not m:
+            continue
+        try:
+            with Image.open(p) as im:
+                ok = im.format == "PNG" and (size is None or im.size == (size, size))
+                im.verify()  # checks the chunks' CRCs, so a truncated or damaged file is caught
+        except (OSError, SyntaxError, ValueError):
+            ok = False
+        if ok:
             found.add(int(m.group(1)) - 1)
+        else:
+            log.warning(
+                "ptt-sample: %s is not a whole %sx%s PNG (damaged or not ours); writing it again", p, size, size
+            )
     return found
 
 
@@ -319,7 +335,7 @@ def write_samples(
         "image_i_seed": "seed + i - 1 for file i (1-based)",
     }
     _check_info(out, info, write=rank == 0)
-    done = _existing_indices(out)
+    done = _existing_indices(out, getattr(unet.config, "sample_size", None))
     mine = [i for i in range(num_images) if i % world_size == rank]
     todo = [i for i in mine if i not in done]
     t0 = time.perf_counter()

@@ -415,8 +415,12 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         augment_on = False  # the refine phase trains on the real images only
         if ckpt is None:
             log.info("refine: starting from %s", load_base_weights(cfg.refine, unet))
-    if t.channels_last:
+    # channels_last pays on CUDA (tensor-core convolutions); on the CPU it measured ~15% slower (BENCHMARKS.md)
+    channels_last = t.channels_last and device.type == "cuda"
+    if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
+    elif t.channels_last:
+        log.info("train.channels_last applies on CUDA only; this run is on the %s", device.type)
     unet.train()
     noise_sched = build_noise_scheduler(cfg)
     scheduler_config = dict(noise_sched.config)
@@ -570,7 +574,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
                 x = augment_batch(x, cfg.augment, g)
             x0 = x.mul_(2.0).sub_(1.0)  # [-1, 1]
             with accelerator.accumulate(unet):
-                loss = step_loss(unet, x0, g, cfg, alphas_cumprod, channels_last=t.channels_last, lpips_net=lpips_net)
+                loss = step_loss(unet, x0, g, cfg, alphas_cumprod, channels_last=channels_last, lpips_net=lpips_net)
                 accelerator.backward(loss)
                 skip = False
                 if accelerator.sync_gradients:

@@ -1,0 +1,78 @@
+"""The benchmark scripts run end to end at a tiny size and report what they claim (figures are for BENCHMARKS.md,
+never asserted here: speed is measured by the benchmarks, not by timed tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench_train():
+    return _load("bench_train")
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_each_ablation_switches_exactly_one_feature(bench_train, bf16):
+    full = bench_train.Settings(bf16=bf16, channels_last=True)
+    variants = bench_train.ablations(full, with_compile=True, bf16_supported=True)
+    assert variants[0] == ("ours", full)
+    names = [n for n, _ in variants]
+    assert len(set(names)) == len(names)
+    switched = set()
+    for name, s in variants[1:]:
+        diff = [f.name for f in dataclasses.fields(s) if getattr(s, f.name) != getattr(full, f.name)]
+        assert len(diff) == 1, (name, diff)
+        switched.update(diff)
+    assert switched == {f.name for f in dataclasses.fields(full)}  # every feature is measured once
+
+
+def test_no_bf16_variant_where_the_device_has_no_bf16(bench_train):
+    full = bench_train.Settings(bf16=False, channels_last=False, augment=False)
+    names = [n for n, _ in bench_train.ablations(full, with_compile=False, bf16_supported=False)]
+    assert not any("bf16" in n or "compile" in n or "augmentation" in n for n in names)
+
+
+def test_bench_train_ablation_runs_and_writes_every_variant(bench_train, tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["--presets", "demo", "--batch", "2", "--steps", "1", "--rounds", "1", "--warmup", "0", "--ablate"]
+    assert bench_train.main([*argv, "--cpu-bf16", "off", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    names = [v["variant"] for v in res["variants"]]
+    assert names[0].startswith("baseline") and names[1] == "ours"
+    assert "ours, per-sample PIL DataLoader" in names and "ours + loss.item() every step" in names
+    assert all(v["images_per_s"] > 0 and len(v["rounds"]) == 1 for v in res["variants"])
+    assert res["ours_settings"]["bf16"] is False  # --cpu-bf16 off is obeyed
+    assert res["speedup"] == pytest.approx(res["ours_images_per_s"] / res["baseline_images_per_s"], rel=1e-2)
+    assert res["parameters"] == 637_043 and res["unet_train_gflops_per_image"] > 0
+
+
+def test_bench_sample_counts_unet_evaluations(tmp_path):
+    bench_sample = _load("bench_sample")
+    out = tmp_path / "sample.json"
+    argv = ["--preset", "tiny", "--cpu-batch", "2", "--cpu-steps", "2,3", "--schedulers", "ddpm,unipc"]
+    assert bench_sample.main([*argv, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["cpu"]["rows"]
+    assert [(r["scheduler"], r["steps"], r["unet_evals"]) for r in rows] == [
+        ("ddpm", 2, 2),
+        ("unipc", 2, 2),
+        ("ddpm", 3, 3),
+        ("unipc", 3, 3),
+    ]
+    assert res["gpu"].startswith("not measured")
