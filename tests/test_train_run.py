@@ -452,3 +452,29 @@ def test_an_unreachable_hub_dataset_is_a_one_line_error(tiny_cfg, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert "data.hub_dataset: cannot load 'someone/faces'" in err and "data.dataset_dir" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_compiled_unet_trains_like_eager_and_its_checkpoint_resumes_uncompiled(tiny_cfg, ds16, tmp_path):
+    """``train.compile=true`` (Inductor on the CPU here): same losses and weights as eager, same checkpoint keys."""
+    from diffusers import DDPMPipeline
+    from safetensors.torch import load_file
+
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    short = ("train.max_steps=4", "train.sample_every_steps=null")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    assert run(tiny_cfg, ds16, eager, *short) == 0
+    assert counters["stats"]["unique_graphs"] == 0
+    assert run(tiny_cfg, ds16, compiled, *short, "train.compile=true") == 0
+    assert counters["stats"]["unique_graphs"] > 0  # the UNet really went through torch.compile
+    loss = {d.name: [r["loss"] for r in metrics(d) if "loss" in r] for d in (eager, compiled)}
+    assert len(loss["eager"]) == 4 and loss["compiled"] == pytest.approx(loss["eager"], rel=1e-4)
+    a = load_file(str(compiled / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+    b = load_file(str(eager / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+    assert sorted(a) == sorted(b)  # no "_orig_mod." prefixes: the checkpoint is a plain UNet's
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert run(tiny_cfg, ds16, compiled, "train.max_steps=6", "train.sample_every_steps=null", resume="latest") == 0
+    assert json.loads((latest_checkpoint(compiled) / "meta.json").read_text())["step"] == 6
+    assert DDPMPipeline.from_pretrained(str(compiled / "pipeline")).unet.config.block_out_channels == [8, 16]
