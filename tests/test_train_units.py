@@ -318,3 +318,47 @@ def test_resume_drops_later_rows_and_a_line_cut_short_by_a_crash(tmp_path):
 def test_a_misspelt_unet_argument_gets_the_nearest_name():
     with pytest.raises(ConfigError, match=r"did you mean model\.block_out_channels\?"):
         load_train_config(None, [*BASE, "model.block_out_channel=[8,16]"])
+
+
+def test_unet_flops_count_every_conv_linear_and_attention_matmul():
+    """The MFU numerator: equal to an independent count from forward hooks, attention's QK^T and AV included."""
+    from diffusers import UNet2DModel
+    from diffusers.models.attention_processor import Attention
+
+    from training.model import unet_flops_per_image
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+    counted = {"conv": 0, "linear": 0, "attention": 0}
+
+    def on_conv(m, inp, out):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        counted["conv"] += 2 * out.numel() * (m.in_channels // m.groups) * k
+
+    def on_linear(m, inp, out):
+        counted["linear"] += 2 * out.numel() * m.in_features
+
+    def on_attention(m, inp, out):
+        h = inp[0]
+        tokens = h.shape[-1] * h.shape[-2] if h.ndim == 4 else h.shape[1]
+        counted["attention"] += 2 * 2 * tokens * tokens * m.inner_dim  # QK^T and softmax(.)V
+
+    hooks = [m.register_forward_hook(on_conv) for m in unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks += [m.register_forward_hook(on_linear) for m in unet.modules() if isinstance(m, torch.nn.Linear)]
+    hooks += [m.register_forward_hook(on_attention) for m in unet.modules() if isinstance(m, Attention)]
+    with torch.no_grad():
+        unet(torch.randn(1, 3, 16, 16), torch.tensor([10]))
+    for h in hooks:
+        h.remove()
+    assert counted["attention"] > 0 and counted["conv"] > 0
+    forward = unet_flops_per_image(unet, 16, training=False)
+    assert forward == sum(counted.values())
+    assert unet_flops_per_image(unet, 16, training=True) == 3 * forward
