@@ -19,9 +19,10 @@ instead of the decoded-once tensor, a ``loss.item()`` every step, augmentation o
 ``--compile``): what each feature pays is ours / that variant.
 
 The variants alternate in rounds (warm-up steps first), and the median images/s of each is reported with the
-ratio to the baseline, the peak memory (CUDA: max allocated per variant; CPU: the process's peak RSS while the
-variant ran), the model FLOP utilisation (UNet training FLOPs per image x images/s / a measured matmul rate: bf16
-on CUDA, fp32 or bf16 on CPU), and the machine.
+ratio to the baseline, the peak memory of each variant measured alone in a fresh process (warm-up + 2 steps; CUDA:
+``max_memory_allocated``; CPU: peak RSS above the imported libraries; ``--no-isolated-memory`` skips it), the
+model FLOP utilisation (UNet training FLOPs per image x images/s / a measured matmul rate: bf16 on CUDA, fp32 or
+bf16 on CPU), and the machine.
 
 Example::
 
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -367,19 +369,93 @@ def preset_settings(cfg, args, device: torch.device, info: dict) -> Settings:
     )
 
 
-def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> dict:
-    from training.model import build_unet, count_parameters, unet_flops_per_image
-
-    cfg = load_train_config(REPO / "configs" / "train" / f"{preset}.yaml", [f"data.dataset_dir={dataset_dir}"])
-    cuda = device.type == "cuda"
-    if cuda and cfg.train.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+def variant_specs(cfg, args, device: torch.device) -> tuple[Settings, list[tuple[str, Settings]]]:
+    """Ours as the trainer runs it, and the variants to compare (ours alone, or one per feature with --ablate)."""
     info = machine_info()
     full = preset_settings(cfg, args, device, info)
     specs = [("ours", full)]
     if args.ablate:
-        specs = ablations(full, with_compile=args.compile, bf16_supported=cuda or info["cpu_bf16"])
+        specs = ablations(full, with_compile=args.compile, bf16_supported=device.type == "cuda" or info["cpu_bf16"])
+    return full, specs
+
+
+def preset_config(preset: str, dataset_dir: str, device: torch.device):
+    cfg = load_train_config(REPO / "configs" / "train" / f"{preset}.yaml", [f"data.dataset_dir={dataset_dir}"])
+    if device.type == "cuda" and cfg.train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return cfg
+
+
+def memory_probe(preset: str, name: str, args, device: torch.device, dataset_dir: str) -> dict:
+    """Run in a fresh process: build only variant ``name``, take warm-up + 2 steps, report its peak memory."""
+    cfg = preset_config(preset, dataset_dir, device)
+    _, specs = variant_specs(cfg, args, device)
+    import datasets  # noqa: F401  everything either variant imports, so that `idle` holds the libraries
+    import diffusers.training_utils  # noqa: F401
+    import torchvision.transforms  # noqa: F401
+
+    import training.augment  # noqa: F401
+    import training.train  # noqa: F401
+
+    datasets.load_from_disk(dataset_dir)  # and pyarrow's first mapping of the dataset
+    tiny = diffusers.UNet2DModel(
+        sample_size=8, block_out_channels=(4, 8), norm_num_groups=4, layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).to(device)  # fmt: skip
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        tiny(torch.randn(1, 3, 8, 8, device=device), torch.tensor([1], device=device)).sample.float().mean().backward()
+    del tiny  # the kernels' libraries (oneDNN, cuDNN, cuBLAS) are now loaded, not counted against a variant
+    try:  # restart VmHWM here (Linux >= 4.0), so that import-time spikes are not taken for the variant's
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    idle = PeakRSS.rss()  # the interpreter with the libraries imported, before the variant
+    if name == Baseline.name:
+        variant = Baseline(cfg, dataset_dir, args.batch, device)
+    else:
+        variant = Ours(name, cfg, dataset_dir, args.batch, device, dict(specs)[name])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(max(1, args.warmup) + 2):
+        variant.step()
+    _sync(device)
+    if device.type == "cuda":
+        return {"kind": "cuda max_memory_allocated", "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    # VmHWM, not getrusage's ru_maxrss: after fork + exec, ru_maxrss starts at the parent's RSS (Linux keeps the
+    # old address space's high-water mark), which made every variant read as big as the benchmark process
+    peak = _proc_status_kb("VmHWM") * 1024
+    return {"kind": "process peak RSS above the imports", "peak_mb": round((peak - idle) / 2**20, 1)}
+
+
+def _proc_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
+
+
+def isolated_memory(preset: str, name: str, args, device: torch.device, dataset_dir: str) -> dict:
+    """``memory_probe`` in a subprocess, so no other variant's tensors are counted."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--presets", preset, "--dataset", dataset_dir]
+    cmd += ["--batch", str(args.batch), "--warmup", str(args.warmup), "--device", str(device)]
+    cmd += ["--cpu-bf16", args.cpu_bf16, "--channels-last", args.channels_last, "--memory-probe", name]
+    cmd += [
+        f for f, on in (("--ablate", args.ablate), ("--compile", args.compile), ("--cuda-bf16", args.cuda_bf16)) if on
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_PROBE ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"memory probe for {name!r} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1].removeprefix("MEMORY_PROBE "))
+
+
+def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> dict:
+    from training.model import build_unet, count_parameters, unet_flops_per_image
+
+    cfg = preset_config(preset, dataset_dir, device)
+    cuda = device.type == "cuda"
+    full, specs = variant_specs(cfg, args, device)
     variants = [Baseline(cfg, dataset_dir, args.batch, device)]
     variants += [Ours(name, cfg, dataset_dir, args.batch, device, s) for name, s in specs]
     for v in variants:  # warm-up (allocator, oneDNN/cuDNN autotuning, torch.compile)
@@ -408,10 +484,15 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
             "rounds": [round(x, 3) for x in rates[v.name]],
             "vs_baseline": round(med[v.name] / base, 3),
             "ours_vs_this": round(ours / med[v.name], 3),  # > 1: the switched feature pays
-            "peak_mem_mb": round(mems[v.name] / 2**20, 1),
+            "peak_mem_mb_shared_process": round(mems[v.name] / 2**20, 1),
         }
         for v in variants
     ]
+    if args.isolated_memory:
+        for row in rows:
+            probe = isolated_memory(preset, row["variant"], args, device, dataset_dir)
+            row["peak_mem_mb"], row["peak_mem_kind"] = probe["peak_mb"], probe["kind"]
+            print(f"  {preset} memory, alone in a process: {row['variant']}: {probe['peak_mb']:.0f} MB", flush=True)
     return {
         "preset": preset,
         "parameters": count_parameters(variants[1].model),
@@ -423,9 +504,9 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
         "baseline_images_per_s": round(base, 3),
         "ours_images_per_s": round(ours, 3),
         "speedup": round(ours / base, 3),
-        "baseline_peak_mem_mb": rows[0]["peak_mem_mb"],
-        "ours_peak_mem_mb": rows[1]["peak_mem_mb"],
-        "peak_mem_kind": "cuda max_memory_allocated" if cuda else "process peak RSS while the variant ran",
+        "baseline_peak_mem_mb": rows[0].get("peak_mem_mb"),
+        "ours_peak_mem_mb": rows[1].get("peak_mem_mb"),
+        "peak_mem_kind": rows[0].get("peak_mem_kind", "not measured (--no-isolated-memory)"),
         "unet_train_gflops_per_image": round(flops / 1e9, 3),
         "matmul_tflops_measured": round(peak / 1e12, 3),
         "matmul_dtype": str(peak_dtype).removeprefix("torch."),
@@ -433,6 +514,10 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
         "mfu_baseline": round(flops * base / peak, 4),
         "variants": rows,
     }
+
+
+def _mb(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,6 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-bf16", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--channels-last", choices=["preset", "on", "off"], default="preset")
     p.add_argument("--cuda-bf16", action="store_true", help="bf16 on CUDA even where the preset says no")
+    p.add_argument(
+        "--no-isolated-memory",
+        dest="isolated_memory",
+        action="store_false",
+        help="skip the peak-memory probe (each variant alone in a fresh process)",
+    )
+    p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one variant's memory
     p.add_argument("--out", default="bench_out/train.json")
     args = p.parse_args(argv)
 
@@ -457,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "auto" and torch.cuda.is_available()
         else ("cpu" if args.device == "auto" else args.device)
     )
+    if args.memory_probe:
+        probe = memory_probe(args.presets[0], args.memory_probe, args, device, args.dataset)
+        print("MEMORY_PROBE " + json.dumps(probe), flush=True)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         dataset_dir = args.dataset or str(make_dataset(Path(tmp) / "dataset"))
         results = []
@@ -467,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine_info(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(
+            [Path(sys.executable).name, __file__ if argv is not None else sys.argv[0], *(argv or sys.argv[1:])]
+        ),
         "results": results,
     }
     hdr = (
@@ -478,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(
             f"{r['preset']:<18}{r['parameters']:>12,}{r['batch']:>6}{r['baseline_images_per_s']:>16.2f}"
-            f"{r['ours_images_per_s']:>12.2f}{r['speedup']:>7.2f}x{r['baseline_peak_mem_mb']:>10.0f}"
-            f"{r['ours_peak_mem_mb']:>10.0f}{r['mfu_ours']:>10.2%}"
+            f"{r['ours_images_per_s']:>12.2f}{r['speedup']:>7.2f}x{_mb(r['baseline_peak_mem_mb']):>10}"
+            f"{_mb(r['ours_peak_mem_mb']):>10}{r['mfu_ours']:>10.2%}"
         )
     for r in results if args.ablate else []:
         print(f"\n{r['preset']}: each variant (ours / variant > 1: the switched feature pays)")
@@ -487,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in r["variants"]:
             print(
                 f"{row['variant']:<40}{row['images_per_s']:>9.2f}{row['vs_baseline']:>12.2f}x"
-                f"{row['ours_vs_this']:>10.2f}x{row['peak_mem_mb']:>9.0f}"
+                f"{row['ours_vs_this']:>10.2f}x{_mb(row.get('peak_mem_mb')):>9}"
             )
     m = out["machine"]
     print(
