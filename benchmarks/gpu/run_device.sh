@@ -4,7 +4,8 @@
 #   run(command="bash benchmarks/gpu/run_device.sh ablate", carry=[".whl"], timeout_s=600)
 #   run(command="bash benchmarks/gpu/run_device.sh sample", carry=[".whl"], timeout_s=600)
 # Each step writes its JSON and log to $OUT (the device tool brings them back; bench_out/gpu without it).
-# Steps: check (versions, CUDA, one tiny training step on the GPU), train (seed001 preset, batch 128: baseline vs
+# Steps: check (versions, CUDA, a 2-step ablation of the demo preset, 40 steps of the trainer in bf16 +
+# channels_last + compile and bf16 sampling, all on the GPU), train (seed001 preset, batch 128: baseline vs
 # ours in bf16 + channels_last + fused AdamW, then ours + torch.compile), ablate (one variant per feature),
 # sample (seed001-like UNet, batch 256, bf16, every scheduler and step count), all (check train sample).
 set -uo pipefail
@@ -35,6 +36,14 @@ print("cuda", torch.version.cuda, torch.cuda.get_device_name(0))
 from benchmarks.bench_train import main
 main(["--presets", "demo", "--batch", "8", "--steps", "2", "--rounds", "1", "--ablate", "--out", "/tmp/check.json"])
 PY
+      # the trainer's and the sampler's own CUDA paths: bf16, channels_last, fused AdamW, compile, then bf16 sampling
+      python3 -c "from training.data import write_crops_dataset; write_crops_dataset('/tmp/ds', n=256, size=64, test=16)" \
+        && python3 -m training.train --config configs/train/demo.yaml data.dataset_dir=/tmp/ds run_dir=/tmp/run \
+          train.max_steps=40 train.batch_size=64 train.mixed_precision=bf16 train.channels_last=true \
+          train.compile=true train.log_with=none train.sample_every_steps=20 2>&1 | tail -20 | tee "$OUT/check_train.log" \
+        && python3 -m training.sample --model /tmp/run/pipeline --num-images 64 --batch-size 64 --dtype bf16 \
+          --scheduler dpmsolver++ --out /tmp/samples 2>&1 | tail -3 | tee "$OUT/check_sample.log" \
+        && cp /tmp/run/samples/step-40.png "$OUT/check_grid.png" || rc=1
       ;;
     train)
       python3 benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --rounds 3 --warmup 3 \
