@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -43,3 +44,26 @@ def machine(**extra) -> dict:
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),  # other jobs on the same cores skew the figures
         **extra,
     }
+
+
+def proc_status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` figure in kB (``VmRSS``, ``VmHWM``, ...); None off Linux.
+
+    ``VmHWM`` is this process's own peak RSS; ``getrusage``'s ru_maxrss is not: across fork + exec it starts at the
+    parent's RSS, which makes a child measured from a big benchmark process read as big as its parent.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write a benchmark's result atomically (the project's one atomic-write helper), creating its folder."""
+    from training.fileio import atomic_write
+
+    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    return Path(path)

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import machine as _machine  # noqa: E402
+from benchmarks._common import write_json  # noqa: E402
 from scrapy_ptt.mirror import build_images, generate_board, load_board, render_article, render_index  # noqa: E402
 from scrapy_ptt.parsing import parse_article, parse_index  # noqa: E402
 
@@ -163,11 +164,7 @@ def main() -> int:
         f"\nload average (1 min) at start/end: {result['machine']['load_avg_1m_at_start']} / "
         f"{result['machine']['load_avg_1m_at_end']} on {result['machine']['cores']} cores"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {write_json(args.out, result)}")
     return 0
 
 

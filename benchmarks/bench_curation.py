@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine as _machine  # noqa: E402
-from benchmarks._common import nvidia_gpu_name  # noqa: E402
+from benchmarks._common import nvidia_gpu_name, proc_status_kb, write_json  # noqa: E402
 
 
 def machine() -> dict:
@@ -58,17 +58,6 @@ def make_photos(root: Path, n: int, megapixels: float = 1.0) -> Path:
     return synth.write_store(root, photos, posts=max(1, n // 5))
 
 
-def _vm_hwm_kb() -> int | None:
-    """Peak RSS of this process since its exec (ru_maxrss on Linux carries the parent's peak across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def child(args: argparse.Namespace) -> None:
     from curation.config import CurationConfig
     from curation.dataset import run_curation
@@ -78,7 +67,7 @@ def child(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     rep = run_curation(cfg)
     wall = time.perf_counter() - t
-    self_kb = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    self_kb = proc_status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         json.dumps(
@@ -198,23 +187,19 @@ def main() -> None:
             "photos/s = unique photos / time in decode+detect+align+measure; end-to-end includes hashing, "
             "dataset, previews; peak RSS: VmHWM of the main process, ru_maxrss of the largest worker"
         )
-        out_json = Path(args.out_json)
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(
-            json.dumps(
-                {
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "machine": info,
-                    "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                    "photos": args.photos,
-                    "megapixels": args.megapixels,
-                    "repeats": args.repeats,
-                    "runs": runs,
-                    "table": rows,
-                    "target_photos_per_s": 10,
-                },
-                indent=2,
-            )
+        out_json = write_json(
+            args.out_json,
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "machine": info,
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "photos": args.photos,
+                "megapixels": args.megapixels,
+                "repeats": args.repeats,
+                "runs": runs,
+                "table": rows,
+                "target_photos_per_s": 10,
+            },
         )
         print(f"wrote {out_json}")
     finally:

@@ -20,8 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine as _machine  # noqa: E402
+from benchmarks._common import write_json  # noqa: E402
 
 PRESETS = {
     # seed 000-like: three down levels, GroupNorm, no attention
@@ -184,12 +183,7 @@ def main(argv=None) -> int:
     else:
         result["gpu"] = "not measured (no CUDA device on this machine)"
         print(table("GPU", None, result["gpu"]))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    print(f"wrote {write_json(a.out, result)}")
     return 0
 
 

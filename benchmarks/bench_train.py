@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks._common import machine, nvidia_gpu_name  # noqa: E402
+from benchmarks._common import machine, nvidia_gpu_name, proc_status_kb, write_json  # noqa: E402
 from training.config import load_train_config  # noqa: E402
 from training.data import write_crops_dataset  # noqa: E402
 
@@ -93,36 +91,6 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-class PeakRSS:
-    """Samples the process RSS every 20 ms while active (CPU peak memory of a variant)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = None
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.02)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -332,18 +300,14 @@ class Ours:
 # -- the comparison -------------------------------------------------------------------------------------------------
 
 
-def measure(variant, steps: int, batch: int, device: torch.device) -> tuple[float, int]:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as rss:
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            variant.step()
-        _sync(device)
-        dt = time.perf_counter() - t0
-    mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else rss.peak
-    return steps * batch / dt, mem
+def measure(variant, steps: int, batch: int, device: torch.device) -> float:
+    """Images per second over ``steps`` steps (memory is measured apart, each variant alone: ``memory_probe``)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        variant.step()
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
 
 
 def preset_settings(cfg, args, device: torch.device, info: dict) -> Settings:
@@ -410,7 +374,7 @@ def memory_probe(preset: str, name: str, args, device: torch.device, dataset_dir
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    idle = PeakRSS.rss()  # the interpreter with the libraries imported, before the variant
+    idle = proc_status_kb("VmRSS") * 1024  # the interpreter with the libraries imported, before the variant
     if name == Baseline.name:
         variant = Baseline(cfg, dataset_dir, args.batch, device)
     else:
@@ -422,17 +386,8 @@ def memory_probe(preset: str, name: str, args, device: torch.device, dataset_dir
     _sync(device)
     if device.type == "cuda":
         return {"kind": "cuda max_memory_allocated", "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
-    # VmHWM, not getrusage's ru_maxrss: after fork + exec, ru_maxrss starts at the parent's RSS (Linux keeps the
-    # old address space's high-water mark), which made every variant read as big as the benchmark process
-    peak = _proc_status_kb("VmHWM") * 1024
+    peak = proc_status_kb("VmHWM") * 1024  # this process's own peak (see proc_status_kb)
     return {"kind": "process peak RSS above the imports", "peak_mb": round((peak - idle) / 2**20, 1)}
-
-
-def _proc_status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
 
 
 def isolated_memory(preset: str, name: str, args, device: torch.device, dataset_dir: str) -> dict:
@@ -464,12 +419,10 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
             v.step()
         print(f"  {preset} warm-up: {v.name}: {time.perf_counter() - t0:.1f} s", flush=True)
     rates = {v.name: [] for v in variants}
-    mems = {v.name: 0 for v in variants}
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:
-            ips, mem = measure(v, args.steps, args.batch, device)
+            ips = measure(v, args.steps, args.batch, device)
             rates[v.name].append(ips)
-            mems[v.name] = max(mems[v.name], mem)
             print(f"  {preset} round {r + 1}: {v.name}: {ips:.2f} images/s", flush=True)
     flops = unet_flops_per_image(build_unet(cfg).to(device), cfg.data.resolution, training=True)
     peak_dtype = torch.bfloat16 if (cuda or full.bf16) else torch.float32
@@ -484,7 +437,6 @@ def bench_preset(preset: str, args, device: torch.device, dataset_dir: str) -> d
             "rounds": [round(x, 3) for x in rates[v.name]],
             "vs_baseline": round(med[v.name] / base, 3),
             "ours_vs_this": round(ours / med[v.name], 3),  # > 1: the switched feature pays
-            "peak_mem_mb_shared_process": round(mems[v.name] / 2**20, 1),
         }
         for v in variants
     ]
@@ -592,12 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, torch {m['torch']}, "
         f"load {m['load_avg_1m_at_start']}"
     )
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    tmp_path.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp_path, path)
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.out, out)}")
     return 0
 
 
