@@ -9,11 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
-from test_train_run import TINY, assert_same_training_state, make_dataset
+from test_train_run import TINY, assert_same_training_state, make_dataset, wait_for_logged_steps
 
 from training.checkpoint import latest_checkpoint
 
@@ -100,12 +99,7 @@ def test_sigterm_to_one_rank_stops_both_with_one_checkpoint(tmp_path, repo_root)
     proc = subprocess.Popen(cmd, env=two_process_env(repo_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     try:
-        metrics = run_dir / "metrics.jsonl"
-        deadline = time.monotonic() + 300
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.2)
+        wait_for_logged_steps(proc, run_dir, seconds=300)
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(c.cmdline())]
         rank1 = [w for w in workers if w.environ().get("RANK") == "1"]
         assert len(rank1) == 1, [(w.pid, w.environ().get("RANK")) for w in workers]

@@ -105,6 +105,16 @@ def assert_same_training_state(ckpt: Path, expected: Path, *, step: int) -> None
         assert float(s_part[k]["step"]) == float(s_full[k]["step"]) == step
 
 
+def wait_for_logged_steps(proc: subprocess.Popen, run_dir: Path, *, lines: int = 2, seconds: float) -> None:
+    """Block until a training subprocess has logged ``lines`` rows to metrics.jsonl (it must not exit first)."""
+    metrics_path = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + seconds
+    while not (metrics_path.is_file() and metrics_path.read_text().count("\n") >= lines):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def base_run(tiny_cfg, ds16, tmp_path_factory) -> Path:
     """20 steps with augmentation, held-out loss and sample grids; reused by several tests."""
@@ -239,11 +249,7 @@ def test_sigterm_writes_a_usable_checkpoint_and_exits_cleanly(tiny_cfg, ds16, tm
         "train.checkpoint_every_steps=100000",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while not ((run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.2)
+    wait_for_logged_steps(proc, run_dir, seconds=240)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out

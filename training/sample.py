@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.fileio import atomic_write
+from training.fileio import atomic_write, atomic_write_png
 
 __all__ = [
     "SCHEDULERS",
@@ -271,16 +271,6 @@ def _existing_indices(out: Path, size: int | None = None) -> set[int]:
     return found
 
 
-def _write_png_atomic(img: np.ndarray, path: Path) -> None:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format="PNG")
-    atomic_write(path, buf.getvalue())
-
-
 def _check_info(out: Path, info: dict, *, write: bool) -> None:
     info_path = out / "sample_info.json"
     if info_path.is_file():
@@ -361,7 +351,7 @@ def write_samples(
                 dtype=dtype,
             )
             for i, img in zip(idx, _to_uint8(x), strict=True):
-                _write_png_atomic(img, out / f"{i + 1:05d}.png")
+                atomic_write_png(out / f"{i + 1:05d}.png", img)
             bar.update(len(idx))
     finally:
         bar.close()
