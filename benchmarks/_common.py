@@ -63,7 +63,7 @@ def proc_status_kb(field: str) -> int | None:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write a benchmark's result atomically (the project's one atomic-write helper), creating its folder."""
-    from training.fileio import atomic_write
+    from common.fileio import atomic_write
 
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
     return Path(path)

@@ -1,6 +1,6 @@
 """Sampling throughput: images/s and UNet evaluations/s per scheduler and step count, at one batch size.
 
-Runs ``training.sample.generate`` (the code path ``ptt-sample`` uses) for every (scheduler, steps) variant, the
+Runs ``evaluation.sample.generate`` (the code path ``ptt-sample`` uses) for every (scheduler, steps) variant, the
 variants interleaved round-robin for ``--repeats`` rounds after one warm-up each, and reports the median. UNet
 evaluations are counted with a forward hook, not assumed. Ratios are images/s over DDPM's at the same step count.
 
@@ -57,9 +57,9 @@ def build(preset: str | None, model: str | None, device, dtype):
     from diffusers import DDPMScheduler, UNet2DModel
 
     if model:
-        from training.sample import load_model
+        from evaluation.pipeline import load_pipeline
 
-        unet, cfg, _ = load_model(model)
+        unet, cfg, _ = load_pipeline(model)
     else:
         torch.manual_seed(0)
         unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, **PRESETS[preset])
@@ -73,7 +73,7 @@ def build(preset: str | None, model: str | None, device, dtype):
 def run_variants(unet, cfg, *, schedulers, steps_list, batch, repeats, device, dtype) -> list[dict]:
     import torch
 
-    from training.sample import generate
+    from evaluation.sample import generate
 
     calls = [0]
     hook = unet.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))

@@ -276,7 +276,7 @@ class Ours:
         return x.mul_(2.0).sub_(1.0)
 
     def step(self) -> None:
-        from training.train import step_generator, step_loss
+        from training.step import step_generator, step_loss
 
         cfg, dev, s = self.cfg, self.device, self.s
         g = step_generator(dev, 0, 0, self.micro)

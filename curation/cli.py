@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 
-from training.configio import ConfigError, dump_config, load_config
+from common.configio import ConfigError, dump_config, load_config
 
 __all__ = ["main"]
 

@@ -3,7 +3,7 @@
 Defaults live here, each with its why; ``configs/curation.yaml`` holds only what differs. Example::
 
     from curation.config import CurationConfig
-    from training.configio import load_config, dump_config
+    from common.configio import load_config, dump_config
     cfg = load_config(CurationConfig, "configs/curation.yaml", ["feed=feed.jsonl", "filters.min_blur_var=60.0"])
     print(dump_config(cfg))
 """
@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from training.configio import StrictModel
+from common.configio import StrictModel
 
 __all__ = ["DetectorConfig", "GenderConfig", "AlignConfig", "FilterConfig", "SplitConfig", "CurationConfig"]
 

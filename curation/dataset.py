@@ -50,7 +50,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -63,11 +62,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from common.fileio import atomic_replace_dir, atomic_write, iter_jsonl
 from curation import filters as F
 from curation.align import align_face, template_points
 from curation.config import CurationConfig
 from curation.images import decode_photo_scaled
-from training.fileio import atomic_write, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -558,11 +557,5 @@ def _write_dataset(target: Path, kept: list[dict]) -> None:
             for c in FEATURE_COLUMNS[1:]:
                 cols[c].append(r[c])
         splits[split] = Dataset.from_dict(cols, features=features)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict(splits).save_to_disk(str(tmp))
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_replace_dir(target) as tmp:
+        DatasetDict(splits).save_to_disk(str(tmp))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.fileio import atomic_write, atomic_write_png
+from common.fileio import atomic_write, atomic_write_png
 
 __all__ = ["contact_sheet", "write_previews"]
 

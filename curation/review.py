@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import webbrowser
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from training.fileio import atomic_write, iter_jsonl
+from common.fileio import atomic_replace_dir, atomic_write, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +330,7 @@ def write_review_page(
     # Sheets go one at a time into a temp folder beside the page (memory: one sheet); then either embedded in the
     # page (auto: while small) or swapped in as <stem>_sprites/.
     sprite_dir = page_path.parent / f"{page_path.stem}_sprites"
-    page_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{sprite_dir.name}.", dir=page_path.parent))
-    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it 0700; it becomes the sprite folder a browser or web server reads
-    try:
+    with atomic_replace_dir(sprite_dir) as tmp_dir:
         missing: list[str] = []
         names: list[str] = []
         total = 0
@@ -363,19 +359,9 @@ def write_review_page(
             "report": report,
         }
         text = render_page(page_data, title=f"Review: {out_dir.name} ({len(faces)} faces)")
-        old = None
-        if sprite_dir.exists():  # an earlier page's sheets: stale either way
-            old = sprite_dir.with_name(f".{sprite_dir.name}.old-{os.getpid()}")
-            os.replace(sprite_dir, old)
         if embed:
-            shutil.rmtree(tmp_dir)
-        else:
-            os.replace(tmp_dir, sprite_dir)
-        atomic_write(page_path, text.encode("utf-8"))
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # already gone unless something failed
+            shutil.rmtree(tmp_dir)  # no sprite folder: an earlier page's sheets go too (stale either way)
+    atomic_write(page_path, text.encode("utf-8"))
     log.info(
         "review: %d faces, %d sheets (%s, %.1f MiB) -> %s",
         len(faces),

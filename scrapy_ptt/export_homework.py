@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from training.fileio import atomic_write, iter_jsonl
+from common.fileio import atomic_write, iter_jsonl
 
 
 class FeedError(ValueError):

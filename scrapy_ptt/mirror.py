@@ -48,7 +48,7 @@ from pathlib import Path
 from string import Template
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from training.fileio import atomic_write
+from common.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

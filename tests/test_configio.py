@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.configio import ConfigError, StrictModel, apply_overrides, dump_config, load_config
+from common.configio import ConfigError, StrictModel, apply_overrides, dump_config, load_config
 
 
 class Optim(StrictModel):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.features import SUBSTITUTE_LABEL, InceptionMissingError, build_extractor
-from training.fid import (
+from evaluation.features import SUBSTITUTE_LABEL, InceptionMissingError, build_extractor
+from evaluation.fid import (
     FidError,
     evaluate,
     extract_features,
@@ -141,7 +141,7 @@ def dataset_dir(tmp_path):
 def test_evaluate_against_a_dataset_split_caches_reference_features(dataset_dir, tmp_path, monkeypatch):
     import datasets
 
-    import training.fid as fidmod
+    import evaluation.fid as fidmod
 
     cache = tmp_path / "cache"
     test_imgs = np.stack([np.array(im) for im in datasets.load_from_disk(str(dataset_dir))["test"]["image"]])
@@ -172,7 +172,7 @@ def test_missing_split_and_missing_ref_are_clear(dataset_dir, tmp_path):
 
 
 def test_inception_missing_offline_says_what_to_put_where(tmp_path, monkeypatch):
-    import training.features as feat
+    import evaluation.features as feat
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(feat, "default_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
@@ -241,7 +241,7 @@ def test_inception_features_match_clean_fid_wrapper_on_a_stand_in_torchscript(tm
     from cleanfid import fid as cfid
     from cleanfid.inception_torchscript import InceptionV3W
 
-    from training.fid import format_result
+    from evaluation.fid import format_result
 
     class StandIn(torch.nn.Module):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""training.fileio: atomic writes leave no temporary file; JSONL reading turns a bad line into the caller's error."""
+"""common.fileio: atomic writes leave no temporary file; JSONL reading turns a bad line into the caller's error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from training.fileio import atomic_write, iter_jsonl
+from common.fileio import atomic_write, iter_jsonl
 
 
 def test_atomic_write_creates_folder_replaces_and_leaves_no_temp(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from training.features import SUBSTITUTE_LABEL
-from training.modelcard import write_model_card
+from evaluation.features import SUBSTITUTE_LABEL
+from evaluation.modelcard import write_model_card
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.push import main, select_files
+from evaluation.push import main, select_files
 
 EXPECTED = [
     "metrics.json",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.sample import SCHEDULERS, SampleError, generate, generate_seeds, image_grid, main, write_samples
+from evaluation.sample import SCHEDULERS, SampleError, generate, generate_seeds, image_grid, main, write_samples
 
 
 def tiny_unet(sample_size: int):
@@ -128,7 +128,7 @@ def test_rerun_redoes_damaged_or_foreign_pngs(unet16, sched_cfg, tmp_path, caplo
     (out / "00001.png").write_bytes(good["00001.png"][:-20])  # truncated
     (out / "00002.png").write_bytes(b"")  # zero bytes
     Image.new("RGB", (32, 32)).save(out / "00003.png")  # a PNG of the wrong size
-    with caplog.at_level("WARNING", logger="training.sample"):
+    with caplog.at_level("WARNING", logger="evaluation.sample"):
         again = write_samples(unet16, sched_cfg, out, num_images=4, seed=1, batch_size=4, steps=2, progress=False)
     assert again["written"] == 3 and again["skipped"] == 1
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == good
@@ -170,7 +170,7 @@ def test_folder_without_pipeline_is_a_clear_error(tmp_path, capsys):
 
 
 def test_run_dir_is_resolved_to_its_pipeline(tmp_path):
-    from training.sample import load_model
+    from evaluation.pipeline import load_pipeline as load_model
 
     export_tiny_pipeline(tmp_path / "run" / "pipeline", 16)
     unet, cfg, source = load_model(str(tmp_path / "run"))
@@ -197,12 +197,12 @@ def test_two_processes_via_accelerate_write_their_shares(tmp_path):
     launcher = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.sample", "--model", str(pipe),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "evaluation.sample", "--model", str(pipe),
            "--num-images", "5", "--out", str(out), "--steps", "2", "--batch-size", "2", "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rank 0/2: wrote 3" in proc.stdout and "rank 1/2: wrote 2" in proc.stdout
-    from training.sample import load_model
+    from evaluation.pipeline import load_pipeline as load_model
 
     unet, cfg, _ = load_model(str(pipe))
     ref = generate(unet, cfg, num_images=5, seed=0, batch_size=5, steps=2, scheduler="ddim")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.configio import ConfigError
 from training.augment import augment_batch, color_jitter, gaussian_blur, hflip, rotate, sharpen
 from training.config import AugmentConfig, load_train_config
-from training.configio import ConfigError
 from training.data import batch_indices
 from training.losses import (
     add_noise,
@@ -220,7 +220,7 @@ def test_lr_warmup_then_cosine():
 
 
 def test_num_epochs_gives_that_many_passes_even_on_a_small_dataset():
-    from training.train import derived_figures
+    from training.config import derived_figures
 
     cfg = load_train_config(None, [*BASE[:1], "train.num_epochs=100", "train.batch_size=16"])
     figs = derived_figures(cfg, n_train=20, world=1)  # fewer images than one batch
@@ -230,7 +230,7 @@ def test_num_epochs_gives_that_many_passes_even_on_a_small_dataset():
 
 
 def test_resume_mismatches_name_what_changes_the_data_order():
-    from training.train import resume_mismatches
+    from training.checkpoint import resume_mismatches
 
     cfg = load_train_config(None, [*BASE, "train.batch_size=8", "train.grad_accum_steps=2"])
     same = {"world_size": 2, "batch_size": 8, "grad_accum_steps": 2, "seed": 0}
@@ -243,7 +243,7 @@ def test_resume_mismatches_name_what_changes_the_data_order():
 def test_a_chosen_logger_that_is_not_installed_is_a_config_error(monkeypatch):
     import importlib.util
 
-    from training.train import check_tracker
+    from training.config import check_tracker
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
@@ -303,8 +303,8 @@ def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
 def test_resume_drops_later_rows_and_a_line_cut_short_by_a_crash(tmp_path):
     import json
 
-    from training.plots import read_metrics
-    from training.train import _truncate_metrics
+    from training.checkpoint import read_metrics
+    from training.checkpoint import truncate_metrics as _truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "loss": 0.5}, {"heldout_loss": 0.4, "step": 2}, {"loss": 0.3, "step": 3}]

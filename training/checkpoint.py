@@ -22,10 +22,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
-from training.configio import ConfigError
-from training.fileio import atomic_write
+from common.configio import ConfigError
+from common.fileio import atomic_write, atomic_write_json
+from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,16 @@ __all__ = [
     "latest_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
-    "write_json_atomic",
     "read_meta",
     "set_aside_later_checkpoints",
+    "StopFlag",
+    "append_metrics",
+    "load_checkpoint",
+    "latest_fid",
+    "read_metrics",
+    "resume_mismatches",
+    "run_identity",
+    "truncate_metrics",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -67,10 +76,6 @@ class RunState:
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.best_fid = state.get("best_fid")
         self.best_step = state.get("best_step")
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -130,7 +135,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         if config_yaml is not None:
             (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        write_json_atomic(tmp / "meta.json", {"step": step, "version": CHECKPOINT_VERSION, **meta})
+        atomic_write_json(tmp / "meta.json", {"step": step, "version": CHECKPOINT_VERSION, **meta})
         if final.exists():  # the same step saved again (e.g. a signal right after a resume)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -163,3 +168,103 @@ def set_aside_later_checkpoints(run_dir: str | Path, step: int) -> list[Path]:
             ", ".join(p.name for p in moved),
         )
     return moved
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics.jsonl: one JSON object per logged step or evaluation, appended by the main process
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a line cut short by a crash mid-write is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint so metrics.jsonl reads as one run."""
+    if not path.is_file():
+        return
+    keep = [row for row in read_metrics(path) if row.get("step", 0) <= step]
+    atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep))
+
+
+def latest_fid(metrics_path: Path) -> dict | None:
+    rows = [r for r in read_metrics(metrics_path) if "fid" in r]
+    return rows[-1] if rows else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume checks and stop requests
+
+
+def run_identity(cfg: TrainConfig, world: int) -> dict:
+    """What fixes the data order and step size; saved in every checkpoint's meta.json."""
+    t = cfg.train
+    return {"world_size": world, "batch_size": t.batch_size, "grad_accum_steps": t.grad_accum_steps, "seed": t.seed}
+
+
+def resume_mismatches(meta: dict, cfg: TrainConfig, world: int) -> list[str]:
+    """What differs between a checkpoint's run and this one in ways that change the data order or step size."""
+    now = run_identity(cfg, world)
+    return [f"{k} was {meta[k]}, now {v}" for k, v in now.items() if k in meta and meta[k] != v]
+
+
+def load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig, *, custom_objects: list[str], world: int) -> None:
+    """Collective: ``accelerator.load_state(ckpt)`` after checking that the checkpoint fits this run; a mismatch
+    that changes the data order is a warning, one that cannot load is a one-line :class:`ConfigError`."""
+    saved = read_meta(ckpt).get("custom_objects", custom_objects)
+    if ("ema" in saved) != ("ema" in custom_objects):
+        raise ConfigError(
+            f"--resume {ckpt}: that run had ema.enabled={str('ema' in saved).lower()}; set "
+            f"ema.enabled={str('ema' in saved).lower()} to resume it, or start a new run_dir"
+        )
+    for problem in resume_mismatches(read_meta(ckpt), cfg, world):
+        log.warning("--resume %s: %s, so the run will not match an uninterrupted one", ckpt, problem)
+    try:
+        accelerator.load_state(str(ckpt))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--resume {ckpt}: the checkpoint does not fit this config ({first}); resume with the config it "
+            f"was saved with ({ckpt / 'config.yaml'}) or start a new run_dir"
+        ) from None
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum = None
+        self._old = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        log.warning("got %s: checkpointing at the end of this step, then exiting", signal.Signals(signum).name)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

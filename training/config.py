@@ -1,7 +1,7 @@
 """The trainer's typed config: every default in one place, each with its reason.
 
 A YAML file under ``configs/train/`` holds only what differs from these defaults; ``key.sub=value`` overrides
-come from the command line. Unknown keys fail with their dotted path (``training/configio.py``); the ``model``
+come from the command line. Unknown keys fail with their dotted path (``common/configio.py``); the ``model``
 section takes any ``diffusers.UNet2DModel`` argument and rejects names that constructor does not have.
 
 Example::
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from training.configio import ConfigError, StrictModel, load_config
+from common.configio import ConfigError, StrictModel, load_config
 
 __all__ = ["TrainConfig", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
 
@@ -243,6 +244,27 @@ class TrainConfig(StrictModel):
         merged.update(value)
         return merged
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refine_trains_on_real_images(cls, data: Any) -> Any:
+        """The refine phase trains on the real images only: it turns augmentation off, so the saved config
+        records what ran; asking for both is an error rather than a silent choice."""
+        if not isinstance(data, dict):
+            return data
+        refine, augment = data.get("refine"), data.get("augment")
+        enabled = refine.get("enabled") if isinstance(refine, dict) else getattr(refine, "enabled", False)
+        if not enabled:
+            return data
+        msg = "refine.enabled trains on the real images only; set augment.enabled=false (or leave it out)"
+        if isinstance(augment, AugmentConfig):  # re-validation on assignment: sections are models already
+            if augment.enabled and "enabled" in augment.model_fields_set:
+                raise ValueError(msg)
+            return data if not augment.enabled else {**data, "augment": augment.model_copy(update={"enabled": False})}
+        augment = dict(augment or {})
+        if augment.get("enabled") is True:
+            raise ValueError(msg)
+        return {**data, "augment": {**augment, "enabled": False}}
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         size = self.model.get("sample_size")
@@ -256,6 +278,50 @@ def unet_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
     kwargs.setdefault("sample_size", cfg.data.resolution)
     return kwargs
+
+
+def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
+    t = cfg.train
+    effective_batch = t.batch_size * t.grad_accum_steps * world
+    steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
+    # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
+    total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
+    return {
+        "world_size": world,
+        "train_images": n_train,
+        "effective_batch": effective_batch,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "epochs": round(total * effective_batch / max(1, n_train), 2),
+    }
+
+
+def check_tracker(log_with: str) -> None:
+    """``train.log_with`` must name an installed logger: accelerate would otherwise drop it without a word."""
+    import importlib.util
+
+    if log_with != "none" and importlib.util.find_spec(log_with) is None:
+        other = "tensorboard" if log_with == "wandb" else "none"
+        raise ConfigError(
+            f"train.log_with={log_with} but the {log_with} package is not installed; pip install {log_with} "
+            f"or set train.log_with={other}"
+        )
+
+
+def flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as one flat ``{"optim.lr": 0.0003, ...}`` mapping of scalars, for trackers' hyperparameters."""
+    return _flat(cfg.model_dump(mode="json"))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

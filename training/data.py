@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.configio import ConfigError
+from common.configio import ConfigError
 
 log = logging.getLogger(__name__)
 

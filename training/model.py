@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
+from common.configio import ConfigError
 from training.config import TrainConfig, unet_kwargs
-from training.configio import ConfigError
 
 __all__ = [
     "build_unet",
@@ -25,7 +24,6 @@ __all__ = [
     "build_optimizer",
     "lr_lambda",
     "count_parameters",
-    "fallback_generate",
     "unet_flops_per_image",
 ]
 
@@ -76,31 +74,6 @@ def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str, 
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-@torch.no_grad()
-def fallback_generate(
-    unet, scheduler_config: dict, *, num_images: int, seed: int, batch_size: int, steps: int, start_index: int = 0
-) -> np.ndarray:
-    """DDIM sampling used only when ``training.sample`` is not importable: uint8 (N, H, W, 3), image i from seed+i."""
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler.from_config(dict(scheduler_config))
-    sched.set_timesteps(steps)
-    device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
-    size, ch = unet.config.sample_size, unet.config.in_channels
-    out = []
-    for lo in range(0, num_images, batch_size):
-        idx = range(lo, min(num_images, lo + batch_size))
-        x = torch.stack(
-            [torch.randn(ch, size, size, generator=torch.Generator().manual_seed(seed + start_index + i)) for i in idx]
-        ).to(device, dtype)
-        for t in sched.timesteps:
-            eps = unet(x, t).sample
-            x = sched.step(eps, t, x).prev_sample
-        img = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        out.append(img.permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
 def unet_flops_per_image(unet, resolution: int, *, training: bool = True) -> float:

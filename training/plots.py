@@ -10,30 +10,16 @@ Example::
 from __future__ import annotations
 
 import io
-import json
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from training.fileio import atomic_write, atomic_write_png
+from common.fileio import atomic_write, atomic_write_png
 
-__all__ = ["make_grid", "save_png", "save_grid", "samples_over_time", "read_metrics", "plot_curves"]
+__all__ = ["save_png", "save_grid", "samples_over_time", "plot_curves"]
 
 _STEP = re.compile(r"^step-(\d+)\.png$")
-
-
-def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> one uint8 image with the N tiles on a white background."""
-    n, h, w, c = images.shape
-    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
-    nrows = max(1, math.ceil(n / ncols))
-    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, q = divmod(i, ncols)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
-    return out
 
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:
@@ -44,7 +30,9 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
 
 
 def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None) -> Path:
-    return save_png(make_grid(images, ncols), path)
+    from evaluation.sample import image_grid
+
+    return save_png(image_grid(images, ncols), path)
 
 
 def samples_over_time(samples_dir: str | Path, out_png: str | Path, *, max_frames: int = 8) -> Path | None:
@@ -70,28 +58,14 @@ def samples_over_time(samples_dir: str | Path, out_png: str | Path, *, max_frame
     return save_png(np.asarray(canvas), out_png)
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl; a line cut short by a crash mid-write is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     """Training loss (and held-out EMA loss) against step, and FID against step when logged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from training.checkpoint import read_metrics
 
     rows = read_metrics(metrics_jsonl)
     series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in ("loss", "heldout_loss", "fid")}

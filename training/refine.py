@@ -11,9 +11,10 @@ linear heads ship inside the ``lpips`` package. A missing backbone stops the run
 put the file; a random backbone (``lpips.LPIPS(pnet_rand=True)``) is used only when
 ``refine.lpips_random_backbone: true`` (tests), and the run says so loudly.
 
-Example::
+The config model enforces "no augmentation" (``refine.enabled`` turns ``augment.enabled`` off, and asking for
+both is a config error), so the run directory's ``config.yaml`` records what ran. Example::
 
-    accelerate launch training/refine.py --config configs/train/refine.yaml \\
+    accelerate launch training/train.py --config configs/train/refine.yaml \\
         refine.base_run_dir=runs/small data.dataset_dir=out/dataset run_dir=runs/small-refine
 """
 
@@ -21,22 +22,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script (python training/refine.py): make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from training.checkpoint import latest_checkpoint  # noqa: E402
-from training.config import RefineConfig  # noqa: E402
-from training.configio import ConfigError  # noqa: E402
+from common.configio import ConfigError
+from training.checkpoint import latest_checkpoint
+from training.config import RefineConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["backbone_filename", "build_lpips", "load_base_weights", "lpips_term", "main"]
+__all__ = ["backbone_filename", "build_lpips", "load_base_weights", "lpips_term"]
 
 _TV_WEIGHTS = {
     "alex": ("AlexNet_Weights", "IMAGENET1K_V1"),
@@ -161,17 +158,3 @@ def _load_strict(unet, state: dict, where: Path) -> None:
             f"refine: the weights in {where} do not fit the model section ({str(exc)[:200]}); copy the "
             "base run's model section into the refine config"
         ) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``training/train.py`` with a check that the config turns the refine phase on."""
-    from training import train
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "refine.enabled=true" not in args:
-        args.append("refine.enabled=true")
-    return train.main(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

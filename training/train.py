@@ -32,10 +32,7 @@ fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a r
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -45,17 +42,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (accelerate launch training/train.py): repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.configio import ConfigError, dump_config  # noqa: E402
+from common.fileio import atomic_write  # noqa: E402
 from training.checkpoint import (  # noqa: E402
     RunState,
+    StopFlag,
+    append_metrics,
+    latest_fid,
     list_checkpoints,
-    read_meta,
+    load_checkpoint,
     resolve_checkpoint,
+    run_identity,
     save_checkpoint,
     set_aside_later_checkpoints,
+    truncate_metrics,
 )
-from training.config import TrainConfig, load_train_config  # noqa: E402
-from training.configio import ConfigError, dump_config  # noqa: E402
-from training.fileio import atomic_write  # noqa: E402
+from training.config import TrainConfig, check_tracker, derived_figures, flat_config, load_train_config  # noqa: E402
 
 log = logging.getLogger("ptt.train")
 
@@ -88,26 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Derived figures
-
-
-def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
-    t = cfg.train
-    effective_batch = t.batch_size * t.grad_accum_steps * world
-    steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
-    # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
-    total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
-    return {
-        "world_size": world,
-        "train_images": n_train,
-        "effective_batch": effective_batch,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "epochs": round(total * effective_batch / max(1, n_train), 2),
-    }
-
-
 def dry_run(cfg: TrainConfig) -> int:
     from training.data import load_split
     from training.model import build_unet, count_parameters
@@ -125,208 +107,6 @@ def dry_run(cfg: TrainConfig) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# One training step's loss (a pure function of the batch, the generator and the networks)
-
-
-def check_tracker(log_with: str) -> None:
-    """``train.log_with`` must name an installed logger: accelerate would otherwise drop it without a word."""
-    import importlib.util
-
-    if log_with != "none" and importlib.util.find_spec(log_with) is None:
-        other = "tensorboard" if log_with == "wandb" else "none"
-        raise ConfigError(
-            f"train.log_with={log_with} but the {log_with} package is not installed; pip install {log_with} "
-            f"or set train.log_with={other}"
-        )
-
-
-def resume_mismatches(meta: dict, cfg: TrainConfig, world: int) -> list[str]:
-    """What differs between a checkpoint's run and this one in ways that change the data order or step size."""
-    now = {
-        "world_size": world,
-        "batch_size": cfg.train.batch_size,
-        "grad_accum_steps": cfg.train.grad_accum_steps,
-        "seed": cfg.train.seed,
-    }
-    return [f"{k} was {meta[k]}, now {v}" for k, v in now.items() if k in meta and meta[k] != v]
-
-
-def step_loss(unet, x0, g, cfg: TrainConfig, alphas_cumprod, *, channels_last: bool = False, lpips_net=None):
-    """Scalar float32 loss for a batch ``x0`` (B, 3, H, W) in [-1, 1]; noise and timesteps drawn from ``g``."""
-    import torch
-
-    from training.losses import add_noise, diffusion_loss, min_snr_weights, predict_x0, training_target
-
-    b = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
-    t = torch.randint(0, cfg.noise.num_train_timesteps, (b,), generator=g, device=x0.device)
-    x_t = add_noise(alphas_cumprod, x0, noise, t)
-    if channels_last:
-        x_t = x_t.contiguous(memory_format=torch.channels_last)
-    out = unet(x_t, t).sample.float()  # loss in fp32 whatever the autocast dtype
-    pred_type = cfg.noise.prediction_type
-    target = training_target(pred_type, alphas_cumprod, x0, noise, t)
-    weights = None
-    if cfg.loss.min_snr_gamma is not None:
-        weights = min_snr_weights(alphas_cumprod, t, gamma=cfg.loss.min_snr_gamma, prediction_type=pred_type)
-    loss = diffusion_loss(out, target, kind=cfg.loss.kind, l1_weight=cfg.loss.l1_weight, weights=weights)
-    if lpips_net is not None and cfg.refine.lpips_weight > 0:
-        from training.refine import lpips_term
-
-        x0_pred = predict_x0(pred_type, alphas_cumprod, x_t, out, t)
-        loss = loss + cfg.refine.lpips_weight * lpips_term(lpips_net, x0_pred, x0, t, cfg.refine.lpips_max_timestep)
-    return loss
-
-
-def step_generator(device, seed: int, rank: int, micro_step: int):
-    """One generator per (seed, rank, micro-step): augmentation, noise and timesteps never depend on history."""
-    import torch
-
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + rank) * 1_000_000_007 + micro_step)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sampling and evaluation, split across ranks so that no rank waits on another for long
-
-
-def generate_split(
-    accelerator,
-    unet,
-    scheduler_config: dict,
-    *,
-    num_images: int,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    scheduler: str,
-):
-    """Every rank samples its contiguous share; returns all ``num_images`` uint8 (N, H, W, 3) on every rank."""
-    import numpy as np
-    import torch
-
-    try:
-        from training.sample import generate
-
-        extra = {"scheduler": scheduler, "device": accelerator.device}
-    except ImportError:
-        from training.model import fallback_generate as generate
-
-        extra = {}
-    world, rank = accelerator.num_processes, accelerator.process_index
-    share = math.ceil(num_images / world)
-    lo, hi = min(num_images, rank * share), min(num_images, (rank + 1) * share)
-    mine = None
-    if hi > lo:
-        mine = generate(
-            unet,
-            scheduler_config,
-            num_images=hi - lo,
-            seed=seed,
-            batch_size=batch_size,
-            steps=steps,
-            start_index=lo,
-            **extra,
-        )
-    size = unet.config.sample_size
-    padded = np.zeros((share, size, size, 3), np.uint8)
-    if mine is not None and len(mine):
-        padded[: len(mine)] = mine
-    if world == 1:
-        return padded[:num_images]
-    gathered = accelerator.gather(torch.from_numpy(padded).to(accelerator.device))  # (world * share, H, W, 3)
-    return gathered.cpu().numpy()[:num_images]
-
-
-@contextlib.contextmanager
-def ema_weights(ema, train_model, eval_unet):
-    """``eval_unet`` holding the EMA weights (or the raw weights when EMA is off), in eval mode."""
-    import torch
-
-    with torch.no_grad():
-        if ema is not None:
-            ema.copy_to(eval_unet.parameters())
-        else:
-            for p_eval, p in zip(eval_unet.parameters(), train_model.parameters(), strict=True):
-                p_eval.copy_(p)
-    eval_unet.eval()
-    yield eval_unet
-
-
-def heldout_loss(accelerator, unet, test_u8, cfg: TrainConfig, alphas_cumprod) -> float:
-    """Mean loss of the EMA net on fixed test batches with fixed noise (seed 001's held-out EMA loss)."""
-    import torch
-
-    from training.data import to_model_range
-
-    world, rank, dev = accelerator.num_processes, accelerator.process_index, accelerator.device
-    n, bs = len(test_u8), cfg.train.batch_size
-    total = torch.zeros(2, device=dev)
-    with torch.no_grad(), accelerator.autocast():
-        for i in range(rank, cfg.eval.heldout_batches, world):
-            idx = torch.arange(i * bs, (i + 1) * bs, device=test_u8.device) % n
-            x0 = to_model_range(test_u8[idx].to(dev))
-            g = torch.Generator(device=dev).manual_seed(cfg.train.seed + 12345 + i)
-            total += torch.stack([step_loss(unet, x0, g, cfg, alphas_cumprod).float(), torch.ones((), device=dev)])
-    total = accelerator.reduce(total, reduction="sum") if world > 1 else total
-    return float(total[0] / total[1].clamp_min(1))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Signals: SIGTERM (a preempted cloud machine) and SIGINT (Ctrl-C) ask for a checkpoint and a clean exit
-
-
-class StopFlag:
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum = None
-        self._old = {}
-
-    def install(self) -> None:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-        log.warning("got %s: checkpointing at the end of this step, then exiting", signal.Signals(signum).name)
-
-    def uninstall(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _append_metrics(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint so metrics.jsonl reads as one run."""
-    from training.plots import read_metrics
-
-    if not path.is_file():
-        return
-    keep = [row for row in read_metrics(path) if row.get("step", 0) <= step]
-    atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -338,11 +118,20 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
+    from evaluation.pipeline import export_pipeline
     from training.augment import augment_batch
     from training.data import batch_indices, epoch_of, load_images, load_split, to_device
-    from training.export import export_pipeline
     from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
+    from training.monitor import (
+        ema_weights,
+        evaluate_fid,
+        generate_split,
+        heldout_loss,
+        latest_grid,
+        rank_fingerprints,
+    )
     from training.plots import plot_curves, samples_over_time, save_grid
+    from training.step import step_generator, step_loss
 
     t = cfg.train
     run_dir = Path(cfg.run_dir)
@@ -396,13 +185,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
                 "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
                 "eval.fid_every_steps=null"
             )
-        try:
-            import training.fid  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                f"eval.fid_every_steps is set but training.fid cannot be imported ({exc}); "
-                "set eval.fid_every_steps=null"
-            ) from None
 
     # -- model, noise schedule, EMA, optimizer ----------------------------------------------------------------
     unet = build_unet(cfg)
@@ -461,28 +243,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     if resume and ckpt is None:
         log.info("--resume %s: no checkpoint in %s, starting a new run", resume, run_dir)
     if ckpt is not None:
-        saved = read_meta(ckpt).get("custom_objects", custom_objects)
-        if ("ema" in saved) != ("ema" in custom_objects):
-            raise ConfigError(
-                f"--resume {ckpt}: that run had ema.enabled={str('ema' in saved).lower()}; set "
-                f"ema.enabled={str('ema' in saved).lower()} to resume it, or start a new run_dir"
-            )
-        for problem in resume_mismatches(read_meta(ckpt), cfg, world):
-            log.warning("--resume %s: %s, so the run will not match an uninterrupted one", ckpt, problem)
-        try:
-            accelerator.load_state(str(ckpt))
-        except (RuntimeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"--resume {ckpt}: the checkpoint does not fit this config ({first}); resume with the config it "
-                f"was saved with ({ckpt / 'config.yaml'}) or start a new run_dir"
-            ) from None
+        load_checkpoint(accelerator, ckpt, cfg, custom_objects=custom_objects, world=world)
         if ema is not None:
             ema.to(device)  # accelerate loads custom objects onto the CPU
         log.info("resumed from %s at step %d", ckpt, state.step)
         if is_main:
             set_aside_later_checkpoints(run_dir, state.step)
-            _truncate_metrics(metrics_path, state.step)
+            truncate_metrics(metrics_path, state.step)
 
     # -- the run directory: written only once the data, model, LPIPS and checkpoint are known good --
     config_yaml = dump_config(cfg)
@@ -491,25 +258,14 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         atomic_write(run_dir / "config.yaml", config_yaml)
 
     if t.log_with != "none":
-        accelerator.init_trackers("ptt-train", config=_flat(cfg.model_dump(mode="json")))
+        accelerator.init_trackers("ptt-train", config=flat_config(cfg))
     params = count_parameters(accelerator.unwrap_model(unet))
     if is_main:
         log.info(
-            "***** training: %s parameters, %d images, batch %d x %d accum x %d processes = %d, %d steps/epoch, "
-            "%d steps (%s epochs), from step %d, %s, augmentation %s%s",
-            f"{params:,}",
-            n_train,
-            t.batch_size,
-            t.grad_accum_steps,
-            world,
-            figs["effective_batch"],
-            figs["steps_per_epoch"],
-            total_steps,
-            figs["epochs"],
-            state.step,
-            device,
-            "on" if augment_on else "off",
-            ", refine (LPIPS)" if lpips_net is not None else "",
+            f"***** training: {params:,} parameters, {n_train} images, batch {t.batch_size} x {t.grad_accum_steps} "
+            f"accum x {world} processes = {figs['effective_batch']}, {figs['steps_per_epoch']} steps/epoch, "
+            f"{total_steps} steps ({figs['epochs']} epochs), from step {state.step}, {device}, augmentation "
+            f"{'on' if augment_on else 'off'}{', refine (LPIPS)' if lpips_net is not None else ''}"
         )
 
     stop = StopFlag()
@@ -523,14 +279,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     pbar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
 
     def checkpoint() -> None:
-        meta = {
-            "epoch": epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world),
-            "custom_objects": custom_objects,
-            "world_size": world,
-            "batch_size": t.batch_size,
-            "grad_accum_steps": t.grad_accum_steps,
-            "seed": t.seed,
-        }
+        epoch = epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world)
+        meta = {"epoch": epoch, "custom_objects": custom_objects, **run_identity(cfg, world)}
         save_checkpoint(
             accelerator, run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep, config_yaml=config_yaml
         )
@@ -543,28 +293,19 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     def export_ema(folder: Path, metrics: dict | None) -> None:
         """Main process: the EMA weights as a DDPMPipeline folder with the config, metrics and latest grid."""
         with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
-            export_pipeline(
-                net,
-                scheduler_config,
-                folder,
-                config_yaml=config_yaml,
-                metrics=metrics,
-                sample_grid=_latest_grid(run_dir),
-            )
+            grid = latest_grid(run_dir)
+            export_pipeline(net, scheduler_config, folder, config_yaml=config_yaml, metrics=metrics, sample_grid=grid)
 
     def due(every: int | None) -> bool:
         return every is not None and (state.step % every == 0 or state.step == total_steps)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     while state.step < total_steps:
-        for group in optimizer.param_groups:  # the LR is a pure function of the step: resume needs no state
-            group["lr"] = cfg.optim.lr * lr_lambda(
-                state.step,
-                warmup_steps=cfg.optim.lr_warmup_steps,
-                total_steps=total_steps,
-                schedule=cfg.optim.lr_schedule,
-                min_ratio=cfg.optim.min_lr_ratio,
-            )
+        o = cfg.optim  # the LR is a pure function of the step: resume needs no state
+        lr = o.lr * lr_lambda(state.step, warmup_steps=o.lr_warmup_steps, total_steps=total_steps,
+                              schedule=o.lr_schedule, min_ratio=o.min_lr_ratio)  # fmt: skip
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         for a in range(t.grad_accum_steps):
             micro = state.step * t.grad_accum_steps + a
             idx = batch_indices(n_train, step=micro, batch_size=t.batch_size, seed=t.seed, rank=rank, world=world)
@@ -621,7 +362,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
             last_log_t, last_log_step = now, state.step
             accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=state.step)
             if is_main:
-                _append_metrics(metrics_path, row)
+                append_metrics(metrics_path, row)
                 pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
             if run_of_bad >= t.max_nonfinite_in_row:
                 exit_code = EXIT_NONFINITE
@@ -649,12 +390,12 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
                 h = heldout_loss(accelerator, net, test_u8, cfg, alphas_cumprod)
             accelerator.log({"heldout_loss": h}, step=state.step)
             if is_main:
-                _append_metrics(metrics_path, {"step": state.step, "heldout_loss": h})
+                append_metrics(metrics_path, {"step": state.step, "heldout_loss": h})
         if test_u8 is not None and due(cfg.eval.fid_every_steps):
             fid_row = evaluate_fid(accelerator, cfg, sample_ema)
             accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
             if is_main:
-                _append_metrics(metrics_path, {"step": state.step, **fid_row})
+                append_metrics(metrics_path, {"step": state.step, **fid_row})
                 if state.best_fid is None or fid_row["fid"] < state.best_fid:
                     state.best_fid, state.best_step = fid_row["fid"], state.step
                     export_ema(run_dir / "best", metrics={**fid_row, "step": state.step})
@@ -678,7 +419,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     stop.uninstall()
     fingerprints = rank_fingerprints(accelerator, accelerator.unwrap_model(unet), ema)
     if is_main:
-        _append_metrics(metrics_path, {"step": state.step, "rank_fingerprints": fingerprints})
+        append_metrics(metrics_path, {"step": state.step, "rank_fingerprints": fingerprints})
         if any(
             abs(f[i] - fingerprints[0][i]) > 1e-6 * (1 + abs(fingerprints[0][i]))
             for f in fingerprints
@@ -691,7 +432,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         checkpoint()
     elif state.step >= total_steps:
         if is_main:
-            export_ema(run_dir / "pipeline", metrics=_latest_fid(metrics_path))
+            export_ema(run_dir / "pipeline", metrics=latest_fid(metrics_path))
     if is_main:
         plot_curves(metrics_path, run_dir / "curves.png")
         samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
@@ -704,73 +445,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return exit_code
-
-
-def rank_fingerprints(accelerator, model, ema) -> list[list[float]]:
-    """Collective: per rank, (sum, sum of squares) of the weights and of the EMA weights, in float64."""
-    import torch
-
-    def moments(tensors) -> list[float]:
-        tensors = list(tensors)
-        return [
-            sum(float(x.detach().double().sum()) for x in tensors),
-            sum(float(x.detach().double().square().sum()) for x in tensors),
-        ]
-
-    mine = moments(model.parameters()) + (moments(ema.shadow_params) if ema is not None else [0.0, 0.0])
-    local = torch.tensor([mine], dtype=torch.float64, device=accelerator.device)
-    allr = accelerator.gather(local) if accelerator.num_processes > 1 else local
-    return allr.cpu().tolist()
-
-
-def _latest_grid(run_dir: Path) -> Path | None:
-    """The newest ``samples/step-<step>.png`` (the sample grid an export carries), or None."""
-    grids = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
-    return grids[-1] if grids else None
-
-
-def _latest_fid(metrics_path: Path) -> dict | None:
-    from training.plots import read_metrics
-
-    rows = [r for r in read_metrics(metrics_path) if "fid" in r]
-    return rows[-1] if rows else None
-
-
-def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
-    """Collective: every rank samples its share of ``eval.fid_num_images`` (``sample_ema(**kw)``: a
-    :func:`generate_split` from the EMA weights); the main process scores them."""
-    from accelerate.utils import broadcast_object_list
-
-    try:
-        from training.fid import evaluate
-    except ImportError as exc:
-        raise ConfigError(
-            f"eval.fid_every_steps is set but training.fid cannot be imported ({exc}); set eval.fid_every_steps=null"
-        ) from None
-    e = cfg.eval
-    imgs = sample_ema(
-        num_images=e.fid_num_images,
-        seed=cfg.train.seed + 1_000_000,
-        steps=e.fid_steps,
-        batch_size=e.fid_batch_size,
-        scheduler="ddim",
-    )
-    row = [None]
-    if accelerator.is_main_process:
-        ref = f"{cfg.data.dataset_dir}:{cfg.data.test_split}"
-        res = evaluate(
-            imgs,
-            ref,
-            extractor=e.fid_extractor,
-            inception_path=e.fid_inception_path,
-            cache_dir=str(Path(cfg.run_dir) / "fid_cache"),
-            device=accelerator.device,
-        )
-        scored = {
-            k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
-        }
-        row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
-    return broadcast_object_list(row)[0]
 
 
 if __name__ == "__main__":

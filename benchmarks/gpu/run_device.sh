@@ -41,7 +41,7 @@ PY
         && python3 -m training.train --config configs/train/demo.yaml data.dataset_dir=/tmp/ds run_dir=/tmp/run \
           train.max_steps=40 train.batch_size=64 train.mixed_precision=bf16 train.channels_last=true \
           train.compile=true train.log_with=none train.sample_every_steps=20 2>&1 | tail -20 | tee "$OUT/check_train.log" \
-        && python3 -m training.sample --model /tmp/run/pipeline --num-images 64 --batch-size 64 --dtype bf16 \
+        && python3 -m evaluation.sample --model /tmp/run/pipeline --num-images 64 --batch-size 64 --dtype bf16 \
           --scheduler dpmsolver++ --out /tmp/samples 2>&1 | tail -3 | tee "$OUT/check_sample.log" \
         && cp /tmp/run/samples/step-40.png "$OUT/check_grid.png" || rc=1
       ;;

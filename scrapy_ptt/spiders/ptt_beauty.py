@@ -41,6 +41,7 @@ import scrapy
 from scrapy.exceptions import CloseSpider, UsageError
 from scrapy.http import FormRequest, TextResponse
 
+from common.fileio import atomic_write
 from scrapy_ptt.feeds import month_feeds
 from scrapy_ptt.items import PostItem
 from scrapy_ptt.parsing import (
@@ -54,7 +55,6 @@ from scrapy_ptt.parsing import (
     published_at,
     taipei_day_bounds,
 )
-from training.fileio import atomic_write
 
 BOARD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,29}")
 MAX_GATE_PASSES = 3

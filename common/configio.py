@@ -4,7 +4,7 @@ A config file holds only what differs from the defaults of a pydantic v2 model w
 sub-model forbids unknown keys, so a typo fails with its dotted path::
 
     from pydantic import BaseModel
-    from training.configio import StrictModel, load_config
+    from common.configio import StrictModel, load_config
 
     class Optim(StrictModel):
         lr: float = 3.0e-4

@@ -4,7 +4,7 @@
 YAML front matter) into an exported pipeline folder (docs/contracts.md section 5). Each argument falls back to
 what the folder already holds: ``metrics.json``, ``training_config.yaml`` and ``sample_grid.png``.
 
-``metrics`` is the dict ``training.fid.evaluate`` returns (``fid, kid, mode, feature_extractor, comparable, n_gen,
+``metrics`` is the dict ``evaluation.fid.evaluate`` returns (``fid, kid, mode, feature_extractor, comparable, n_gen,
 n_ref, ref``), optionally with how the images were sampled: ``scheduler``, ``steps``, ``seed`` and the training
 ``step``/``epoch`` it was measured at. Substitute-feature figures are printed with their "not comparable" label.
 ``config`` is the resolved training config as a dict or YAML text. ``sample_grid`` is a PNG path, a PIL image or a
@@ -12,7 +12,7 @@ uint8 ``(H, W, 3)`` array; it is copied to ``sample_grid.png`` in the folder.
 
 Example::
 
-    from training.modelcard import write_model_card
+    from evaluation.modelcard import write_model_card
     write_model_card("runs/demo/pipeline", metrics={"fid": 42.99, "kid": 0.01, "mode": "clean",
                      "feature_extractor": "inception-v3-torchscript (clean-fid)", "comparable": True,
                      "n_gen": 1000, "n_ref": 1000, "ref": "data/dataset:test", "scheduler": "ddim", "steps": 50})
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from training.features import SUBSTITUTE_LABEL
-from training.fileio import atomic_write
+from common.fileio import atomic_write
+from evaluation.features import SUBSTITUTE_LABEL
 
 __all__ = ["GRID_NAME", "card_text", "read_config", "read_metrics", "write_model_card"]
 
@@ -220,7 +220,7 @@ def write_model_card(pipeline_dir, *, metrics=None, config=None, sample_grid=Non
     """Write ``README.md`` into the exported pipeline folder (atomically); returns its path."""
     folder = Path(pipeline_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such pipeline folder; export one with training/export.py first")
+        raise FileNotFoundError(f"{folder}: no such pipeline folder; export one with evaluation/pipeline.py first")
     unet_cfg_path = folder / "unet" / "config.json"
     unet_config = json.loads(unet_cfg_path.read_text(encoding="utf-8")) if unet_cfg_path.is_file() else None
     has_grid = _save_grid(sample_grid, folder)

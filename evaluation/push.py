@@ -3,7 +3,7 @@
 Only these files of the exported folder (docs/contracts.md section 5) are uploaded: ``model_index.json``,
 ``unet/config.json``, ``unet/*.safetensors`` (and a shard index), ``scheduler/scheduler_config.json``,
 ``training_config.yaml``, ``metrics.json``, ``sample_grid.png``; ``README.md`` is regenerated from them by
-``training.modelcard``. Anything else -- optimizer state, ``checkpoints/``, RNG states, pickled ``.bin`` weights --
+``evaluation.modelcard``. Anything else -- optimizer state, ``checkpoints/``, RNG states, pickled ``.bin`` weights --
 is never uploaded, and the command lists what it skipped. A run directory may be given: its ``pipeline/`` is used.
 
 The token comes from the usual huggingface_hub login (``hf auth login``) or ``HF_TOKEN``; it is never printed.
@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from common.hub import hub_offline
+
 __all__ = ["ALLOWED_PATTERNS", "PushError", "main", "push", "select_files"]
 
 ALLOWED_PATTERNS = (
@@ -46,11 +48,10 @@ class PushError(RuntimeError):
 
 
 def _resolve_folder(model: str | os.PathLike) -> Path:
-    path = Path(model)
-    run_pipeline = path / "pipeline"
-    if path.is_dir() and not (path / "model_index.json").is_file() and (run_pipeline / "model_index.json").is_file():
-        path = run_pipeline
-    if not path.is_dir():
+    from evaluation.pipeline import resolve_pipeline_dir
+
+    path = resolve_pipeline_dir(model)
+    if path is None:
         raise PushError(f"--model {model}: no such folder; pass the exported pipeline folder (<run_dir>/pipeline)")
     return path
 
@@ -77,7 +78,7 @@ def select_files(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
         )
         raise PushError(
             f"{folder}: not an exported pipeline, missing {', '.join(missing)}{hint}; export it with "
-            f"training/export.py (accelerate launch training/train.py ... writes <run_dir>/pipeline)"
+            f"evaluation/pipeline.py (accelerate launch training/train.py ... writes <run_dir>/pipeline)"
         )
     return upload, skipped
 
@@ -86,9 +87,10 @@ def _sample_grid_png(folder: Path) -> bytes:
     """16 samples (DDIM, 50 steps, seed 0) as a 4x4 PNG grid, for a card whose folder has no grid."""
     from PIL import Image
 
-    from training.sample import generate, image_grid, load_model
+    from evaluation.pipeline import load_pipeline
+    from evaluation.sample import generate, image_grid
 
-    unet, sched_cfg, _ = load_model(str(folder))
+    unet, sched_cfg, _ = load_pipeline(str(folder))
     imgs = generate(unet, sched_cfg, num_images=16, seed=0, batch_size=16, steps=50, scheduler="ddim")
     buf = io.BytesIO()
     Image.fromarray(image_grid(imgs, 4)).save(buf, format="PNG")
@@ -96,8 +98,7 @@ def _sample_grid_png(folder: Path) -> bytes:
 
 
 def _token() -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
-    if offline:
+    if hub_offline():
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it on a machine that reaches the Hub")
     from huggingface_hub import get_token
 
@@ -117,7 +118,7 @@ def push(
     commit_message: str = "Upload ptt-faces DDPM pipeline",
 ) -> dict:
     """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
-    from training.modelcard import GRID_NAME, card_text, read_config, read_metrics
+    from evaluation.modelcard import GRID_NAME, card_text, read_config, read_metrics
 
     if "/" not in repo or repo.count("/") != 1 or not all(repo.split("/")):
         raise PushError(f"--repo {repo!r}: give it as USER/NAME (or ORG/NAME)")

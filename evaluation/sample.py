@@ -17,12 +17,12 @@ Samplers (``--scheduler``), each built from the pipeline's own ``scheduler/sched
 Example (CLI; several processes split the images, rank r writes every index i with i % world_size == r)::
 
     ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/ --scheduler ddim --steps 50
-    accelerate launch -m training.sample --model USER/ptt-faces --num-images 10000 --out s/ --dtype bf16
+    accelerate launch -m evaluation.sample --model USER/ptt-faces --num-images 10000 --out s/ --dtype bf16
 
 Example (library; what the trainer calls)::
 
     from diffusers import UNet2DModel
-    from training.sample import generate
+    from evaluation.sample import generate
     unet = UNet2DModel.from_pretrained("runs/demo/pipeline", subfolder="unet")
     imgs = generate(unet, {"num_train_timesteps": 1000}, num_images=8, seed=0, batch_size=8, steps=20)
     print(imgs.shape, imgs.dtype)   # (8, 64, 64, 3) uint8
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.fileio import atomic_write, atomic_write_png
+from common.fileio import atomic_write, atomic_write_png
 
 __all__ = [
     "SCHEDULERS",
@@ -53,7 +53,6 @@ __all__ = [
     "generate",
     "generate_seeds",
     "image_grid",
-    "load_model",
     "main",
     "write_samples",
 ]
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 20, "unipc": 20}
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _IMAGE_NAME_RE = re.compile(r"^(\d{5,})\.png$")
 
 
@@ -202,49 +200,6 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         grid[y : y + h, x : x + w] = images[k]
     return grid
-
-
-def load_model(model: str, *, device=None):
-    """(unet, scheduler_config dict, source) from an exported pipeline folder, a run dir or a Hub id."""
-    from diffusers import UNet2DModel
-
-    path = Path(model)
-    run_pipeline = path / "pipeline"
-    if path.is_dir() and not (path / "model_index.json").is_file() and (run_pipeline / "model_index.json").is_file():
-        path = run_pipeline  # a run directory: use its exported pipeline
-    if path.is_dir():
-        if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
-            raise SampleError(
-                f"--model {model}: no exported pipeline there (needs unet/ and scheduler/); pass the folder "
-                f"training/export.py wrote (<run_dir>/pipeline) or a Hub id USER/NAME"
-            )
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet")
-        cfg_path = path / "scheduler" / "scheduler_config.json"
-        scheduler_config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        source = str(path.resolve())  # one name per folder: a relative path does not look like another model
-    elif _HUB_ID_RE.match(model) and not path.exists() and not model.startswith((".", "/")):
-        from diffusers import DDPMScheduler
-
-        try:
-            unet = UNet2DModel.from_pretrained(model, subfolder="unet")
-            scheduler_config = dict(DDPMScheduler.from_pretrained(model, subfolder="scheduler").config)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off"):
-                first = "HF_HUB_OFFLINE is set and it is not in the local Hub cache"
-            raise SampleError(
-                f"--model {model}: not a local folder and could not load it from the Hub ({first}); pass an "
-                f"exported pipeline folder (<run_dir>/pipeline) or a reachable Hub id"
-            ) from None
-        source = model
-    else:
-        raise SampleError(
-            f"--model {model}: no such folder; pass an exported pipeline folder (<run_dir>/pipeline, with "
-            f"model_index.json) or a Hub id USER/NAME"
-        )
-    if device is not None:
-        unet.to(device)
-    return unet, scheduler_config, source
 
 
 def _existing_indices(out: Path, size: int | None = None) -> set[int]:
@@ -391,12 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         from accelerate import PartialState
         from accelerate.utils import parse_flag_from_env
 
+        from evaluation.pipeline import PipelineError, load_pipeline
+
         # PartialState only forms a multi-process CPU group when told it is on the CPU (Accelerator reads the flag)
         cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (args.device or "").startswith("cpu")
         state = PartialState(cpu=cpu)
         device = torch.device(args.device) if args.device else state.device
         dtype = _dtype(args.dtype)
-        unet, scheduler_config, source = load_model(args.model, device=device)
+        unet, scheduler_config, source = load_pipeline(args.model, device=device)
         if dtype != torch.float32 and device.type == "cuda":
             unet.to(dtype)  # pure low-precision weights on the GPU; the scheduler math stays fp32
         summary = write_samples(
@@ -416,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=state.is_local_main_process and not args.no_progress,
         )
         state.wait_for_everyone()
-    except SampleError as exc:
+    except (SampleError, PipelineError) as exc:
         print(f"ptt-sample: error: {exc}", file=sys.stderr)
         return 2
     rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0

@@ -16,7 +16,7 @@ float32 features, exactly the interface of ``cleanfid.fid.compute_fid(..., custo
 Example::
 
     import numpy as np, torch
-    from training.features import build_extractor, clean_resize
+    from evaluation.features import build_extractor, clean_resize
     fn = build_extractor("substitute")
     img = np.zeros((64, 64, 3), np.uint8)
     x = torch.from_numpy(clean_resize(img).transpose(2, 0, 1))[None]   # (1, 3, 299, 299) in [0, 255]
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from common.hub import hub_offline
 
 __all__ = [
     "INCEPTION_FILENAME",
@@ -87,7 +89,7 @@ def clean_resize(img: np.ndarray) -> np.ndarray:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "PTT_OFFLINE"))
+    return hub_offline()
 
 
 def _missing_message(path: Path) -> str:

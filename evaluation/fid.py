@@ -1,7 +1,7 @@
 """FID and KID with clean-fid's "clean" protocol, reference statistics cached per dataset split.
 
 Protocol: every image (uint8 RGB) goes through clean-fid's "clean" resize to 299x299 (PIL bicubic on float
-channels) and a feature extractor (training/features.py): clean-fid's Inception-v3 (comparable to published
+channels) and a feature extractor (evaluation/features.py): clean-fid's Inception-v3 (comparable to published
 clean-fid figures) or, with ``--substitute``, a fixed random network for offline smoke runs whose every figure is
 labelled "substitute features: not comparable to published FID" (``comparable: false``).
 FID is the Frechet distance between Gaussians fitted to the two feature sets (matrix square root by
@@ -25,7 +25,7 @@ Example::
 
 Library::
 
-    from training.fid import evaluate, frechet_distance
+    from evaluation.fid import evaluate, frechet_distance
     res = evaluate(images_uint8_nhwc, "demo_out/dataset:test", extractor="substitute")
 """
 
@@ -46,9 +46,10 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
-from training.features import SUBSTITUTE_LABEL, InceptionMissingError, extractor_name
-from training.fileio import atomic_write
-from training.sample import SampleError
+from common.fileio import atomic_write
+from evaluation.features import SUBSTITUTE_LABEL, InceptionMissingError, extractor_name
+from evaluation.pipeline import PipelineError
+from evaluation.sample import SampleError
 
 __all__ = [
     "FidError",
@@ -151,7 +152,7 @@ def extract_features(images: Iterable[np.ndarray], fn: Callable, *, batch_size: 
     """Features ``(N, D)`` float32 of uint8 ``(H, W, 3)`` images through clean-fid's clean resize and ``fn``."""
     import torch
 
-    from training.features import clean_resize
+    from evaluation.features import clean_resize
 
     feats, batch = [], []
 
@@ -300,7 +301,7 @@ def evaluate(
     """FID/KID of generated images (uint8 NHWC array or folder) against ``ref``; see the module docstring."""
     import torch
 
-    from training.features import build_extractor
+    from evaluation.features import build_extractor
 
     extractor_name(extractor)  # validates the name before any work
     if device is None:
@@ -375,12 +376,13 @@ def sweep(
         raise FidError(f"--steps {','.join(map(str, steps))}: give sampler step counts of at least 1, e.g. 10,20,50")
     import torch
 
-    from training.features import build_extractor
-    from training.sample import generate, load_model
+    from evaluation.features import build_extractor
+    from evaluation.pipeline import load_pipeline
+    from evaluation.sample import generate
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fn = build_extractor(extractor, inception_path=inception_path, device=device)
-    unet, sched_cfg, source = load_model(model, device=device)
+    unet, sched_cfg, source = load_pipeline(model, device=device)
     rows = []
     for s in steps:
         generate(
@@ -554,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             num_images=a.num_images,
             progress=True,
         )
-    except (FidError, InceptionMissingError, SampleError) as exc:
+    except (FidError, InceptionMissingError, SampleError, PipelineError) as exc:
         print(f"ptt-fid: error: {exc}", file=sys.stderr)
         return 2
     print(format_result(res))
