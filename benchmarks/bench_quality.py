@@ -102,6 +102,7 @@ PRIORITY = list(VARIANTS)  # run order: prediction, min-SNR, schedule, LR, EMA f
 SHORT_VARIANTS = ["defaults", "pred_v"]
 
 SAMPLERS = ("ddim", "dpmsolver++", "unipc")
+QUIET_LOGGERS = ("ptt.train", "training", "evaluation", "accelerate", "diffusers")  # one line per run, not per step
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -127,15 +128,19 @@ def budget_steps(images: int, batch_size: int, points: int) -> tuple[int, int]:
     return every * points, every
 
 
+def _batch(extra: list[str]) -> int:
+    """The per-device batch a variant's overrides ask for (the trainer's default, 16, otherwise)."""
+    for item in extra:
+        if item.startswith("train.batch_size="):
+            return int(item.split("=", 1)[1])
+    return 16
+
+
 def variant_overrides(
     name: str, extra: list[str], *, dataset_dir: Path, run_dir: Path, images: int, points: int, seed: int
 ) -> list[str]:
     """The trainer's ``key=value`` overrides for one variant at a budget of ``images`` images seen."""
-    batch = 16  # the trainer's default
-    for item in extra:
-        if item.startswith("train.batch_size="):
-            batch = int(item.split("=", 1)[1])
-    steps, every = budget_steps(images, batch, points)
+    steps, every = budget_steps(images, _batch(extra), points)
     return [
         f"data.dataset_dir={dataset_dir}",
         "data.resolution=8",
@@ -320,8 +325,13 @@ def run_variant(
     run_dir = args.out / "runs" / tag
     result_path = args.out / "runs" / f"{tag}.json"
     if args.reuse and result_path.is_file():
-        log.info("%s: reusing %s", tag, result_path)
-        return json.loads(result_path.read_text())
+        saved = json.loads(result_path.read_text())
+        if saved["overrides"] == extra and saved["budget_images"] == budget_steps(images, _batch(extra), points)[
+            0
+        ] * _batch(extra):
+            log.info("%s: reusing %s", tag, result_path)
+            return saved
+        log.info("%s: %s was another recipe or budget; training again", tag, result_path)
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = variant_overrides(
         name, extra, dataset_dir=dataset_dir, run_dir=run_dir, images=images, points=points, seed=seed
@@ -583,7 +593,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("ptt.train", "training", "evaluation", "accelerate", "diffusers"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Matrix is singular")  # scipy sqrtm; frechet_distance regularises
     import torch
@@ -634,10 +644,14 @@ def main(argv=None) -> int:
             )
     if args.second_seed_within > 0 and args.seeds == [0]:
         base = _mean_final(results, "defaults")
+        # a variant with the defaults' exact FD trained the same weights (e.g. an EMA decay cap that the EMA
+        # warm-up never reaches in this budget): a second seed would repeat the defaults' run
         close = ["defaults"] + [
             n
             for n in args.variants
-            if n != "defaults" and abs(relative(_mean_final(results, n), base) - 1) < args.second_seed_within
+            if n != "defaults"
+            and _mean_final(results, n) != base
+            and abs(relative(_mean_final(results, n), base) - 1) < args.second_seed_within
         ]
         for name in close:
             results.append(run_variant(name, VARIANTS[name][1], images=args.images, seed=1, **common))
@@ -657,7 +671,7 @@ def main(argv=None) -> int:
         print(f"combo = {chosen or 'defaults (no variant beat them by 5%)'}: {' '.join(extra)}", flush=True)
         VARIANTS["combo"] = ("combo", extra)
         VARIANTS["combo_third"] = ("combo", extra)
-        for seed in args.seeds if len(args.seeds) > 1 else [0, 1]:
+        for seed in args.seeds:  # one seed unless asked: it is compared where it differs by far more than 10%
             results.append(run_variant("combo", extra, images=args.images, seed=seed, **common))
         third_images = args.images // 3
         for seed in args.seeds if len(args.seeds) > 1 else [0, 1]:
