@@ -1,10 +1,14 @@
 """The curation run: crawl feed + image store -> aligned 64x64 face ``datasets`` folder (contracts section 3).
 
-Steps: read the feed (one record per post, ``images[].path`` relative to the image store); hash each photo's
-bytes (same bytes = ``duplicate_photo``, kept once); for each new photo, decode, detect (or reuse
-``cache/<sha1>.json``), align and measure its largest face(s) in a pool of ``workers`` processes; then,
-in this process only, apply the thresholds, drop near-duplicates (perceptual hash of the face or of its
-mirror image, first published kept) and the faces rejected on the review page, split, and write:
+Steps, each a function of its own that :func:`run_curation` calls in turn: :func:`read_inputs` (the feed, through
+``scrapy_ptt.items.read_posts``, and the image store), :func:`hash_photos`, :func:`detect_faces` (workers +
+cache), :func:`judge_dataset` (near-duplicates, review, split), then :func:`write_faces`, ``curation.previews``,
+``curation.store.write_dataset`` and :func:`build_report`. In words: read the feed (one record per post,
+``images[].path`` relative to the image store); hash each photo's bytes (same bytes = ``duplicate_photo``, kept
+once); for each new photo, decode, detect (or reuse ``cache/<sha1>.json``), align and measure its largest face(s)
+in a pool of ``workers`` processes; then, in this process only, apply the thresholds, drop near-duplicates
+(perceptual hash of the face or of its mirror image, first published kept) and the faces rejected on the review
+page, split, and write:
 
 ``<out>/dataset/``: ``DatasetDict`` (``save_to_disk``; written to a temp folder, then renamed), splits
 ``train`` / ``test`` (a face's split depends only on ``split.seed`` and its ``face_id``), columns:
@@ -54,7 +58,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
@@ -62,11 +66,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from common.fileio import atomic_replace_dir, atomic_write, iter_jsonl
+from common.fileio import atomic_write
 from curation import filters as F
 from curation.align import align_face, template_points
 from curation.config import CurationConfig
 from curation.images import decode_photo_scaled
+from curation.store import FEATURE_COLUMNS, write_dataset
+from scrapy_ptt.items import FeedError, read_posts
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +87,6 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
-FEATURE_COLUMNS = (
-    "image", "face_id", "article_id", "image_url", "published_at", "face_score", "blur_var",
-    "eye_distance", "eye_brightness", "yaw", "pose", "gender", "phash",
-)  # fmt: skip
-_FLOAT_COLUMNS = ("face_score", "blur_var", "eye_distance", "eye_brightness", "yaw")
 
 
 class CurationError(RuntimeError):
@@ -108,20 +109,14 @@ class PhotoRef:
 
 def read_feed(feed: Path) -> tuple[list[PhotoRef], int]:
     """Photo references of a crawl feed, and the number of posts read."""
-    if not feed.is_file():
-        raise CurationError(
-            f"{feed}: feed not found; run the crawl first "
-            f"(scrapy crawl ptt_beauty -s IMAGES_STORE=<images> -O {feed}) or pass feed=<path to feed.jsonl>"
-        )
+    hint = f"run the crawl first (scrapy crawl ptt_beauty -s IMAGES_STORE=<images> -O {feed}) or pass feed=<path>"
+    try:
+        records = read_posts(feed, missing_hint=hint)
+    except FeedError as exc:
+        raise CurationError(str(exc)) from None
     refs: list[PhotoRef] = []
     posts = 0
-
-    def bad(n: int, msg: str) -> CurationError:
-        return CurationError(f"{feed}:{n}: not a JSON line ({msg}); re-run the crawl with -O")
-
-    for lineno, rec in iter_jsonl(feed, bad):
-        if not isinstance(rec, dict) or "article_id" not in rec:
-            raise CurationError(f"{feed}:{lineno}: not a feed record (no article_id); see docs/contracts.md")
+    for rec in records:
         posts += 1
         for img in rec.get("images") or []:
             if not isinstance(img, dict) or not img.get("path"):
@@ -139,16 +134,16 @@ def read_feed(feed: Path) -> tuple[list[PhotoRef], int]:
 
 
 def load_review(path: Path) -> set[str]:
-    """Face ids rejected on the review page (empty when the file does not exist)."""
+    """Face ids rejected on the review page (empty when the file does not exist), through the review file's
+    one reader (``curation.review.read_review_file``)."""
+    from curation.review import ReviewError, read_review_file
+
     if not path.is_file():
         return set()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CurationError(f"{path}: review file is not JSON ({exc}); export it again from the review page") from None
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("rejected"), list):
-        raise CurationError(f'{path}: review file must be {{"version": 1, "rejected": [face_id, ...]}}')
-    return {str(x) for x in data["rejected"]}
+        return set(read_review_file(path))
+    except ReviewError as exc:
+        raise CurationError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------- worker
@@ -348,9 +343,31 @@ def _iter_results(tasks: list[tuple[str, str, dict | None]], cfg: CurationConfig
         bar.close()
 
 
-def run_curation(cfg: CurationConfig) -> dict:
-    """Run the whole stage; returns the report (also written to ``<out>/curation_report.json``)."""
-    t0 = time.perf_counter()
+@dataclass
+class Photos:
+    """Step 1's output: the unique photos to detect (``tasks``: path, sha1, cached result) and what was dropped."""
+
+    refs: list[PhotoRef]
+    posts: int
+    tasks: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    owners: dict[str, PhotoRef] = field(default_factory=dict)  # sha1 -> the first post that linked it
+    rejects: Counter = field(default_factory=Counter)
+    log: list[dict] = field(default_factory=list)
+    cache_hits: int = 0
+
+
+@dataclass
+class Detected:
+    """Step 2's output: one row per detected face (judged alone), rejected photos' thumbnails, timing."""
+
+    rows: list[dict]
+    thumbs: dict[str, list[bytes]]
+    detected_now: int
+    seconds: float
+
+
+def read_inputs(cfg: CurationConfig) -> tuple[Path, Path, Path, list[PhotoRef], int]:
+    """``(feed, images, out, photo refs, posts)`` after checking that the feed and the image store are there."""
     for key in ("feed", "images", "out"):
         if not getattr(cfg, key):
             raise CurationError(f"{key} is not set; pass {key}=<path> on the command line or in the config")
@@ -366,34 +383,29 @@ def run_curation(cfg: CurationConfig) -> dict:
             f"{feed}: no downloaded images in {posts} posts (no images[].path); crawl again with "
             "-s IMAGES_STORE=... so that images are downloaded"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cache_dir = out / "cache"
-    cache_dir.mkdir(exist_ok=True)
-    review_path = Path(cfg.review_path) if cfg.review_path else out / "review.json"
-    review = load_review(review_path)
+    return feed, images, out, refs, posts
 
-    # 1. hash the bytes: the same photo reposted (or linked twice) is processed once
-    refs.sort(key=lambda r: (r.published_at, r.order))
-    photo_rejects: Counter[str] = Counter()
-    owners: dict[str, PhotoRef] = {}
-    photo_log: list[dict] = []
-    tasks: list[tuple[str, str, dict | None]] = []
-    sig = detector_signature(cfg)
-    cache_hits = 0
-    for ref in refs:
+
+def hash_photos(refs: list[PhotoRef], posts: int, images: Path, cache_dir: Path, signature: str) -> Photos:
+    """Step 1: hash the bytes, so the same photo reposted (or linked twice) is processed once, and pick up each
+    photo's cached detection (valid for this detector signature and cache version)."""
+    photos = Photos(refs=sorted(refs, key=lambda r: (r.published_at, r.order)), posts=posts)
+    for ref in photos.refs:
         path = images / ref.rel_path
         try:
             data = path.read_bytes()
         except OSError:
-            photo_rejects["missing_file"] += 1
-            photo_log.append({"path": ref.rel_path, "reason": "missing_file"})
+            photos.rejects["missing_file"] += 1
+            photos.log.append({"path": ref.rel_path, "reason": "missing_file"})
             continue
         sha1 = F.sha1_bytes(data)
-        if sha1 in owners:
-            photo_rejects["duplicate_photo"] += 1
-            photo_log.append({"path": ref.rel_path, "reason": "duplicate_photo", "same_as": owners[sha1].rel_path})
+        if sha1 in photos.owners:
+            photos.rejects["duplicate_photo"] += 1
+            photos.log.append(
+                {"path": ref.rel_path, "reason": "duplicate_photo", "same_as": photos.owners[sha1].rel_path}
+            )
             continue
-        owners[sha1] = ref
+        photos.owners[sha1] = ref
         cached = None
         cpath = cache_dir / f"{sha1}.json"
         if cpath.is_file():
@@ -401,35 +413,31 @@ def run_curation(cfg: CurationConfig) -> dict:
                 cached = json.loads(cpath.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 log.warning("%s: unreadable cache entry, detecting again", cpath)
-            if cached and cached.get("signature") == sig and cached.get("version") == CACHE_VERSION:
-                cache_hits += 1
-        tasks.append((str(path), sha1, cached))
+            if cached and cached.get("signature") == signature and cached.get("version") == CACHE_VERSION:
+                photos.cache_hits += 1
+        photos.tasks.append((str(path), sha1, cached))
+    return photos
 
-    workers = cfg.workers or (os.cpu_count() or 1)
-    log.info(
-        "%d photos (%d unique, %d cached) from %d posts; %d workers", len(refs), len(tasks), cache_hits, posts, workers
-    )
 
-    # 2. detect + align + measure (workers), 3. judge (here)
+def detect_faces(photos: Photos, cfg: CurationConfig, workers: int, cache_dir: Path) -> Detected:
+    """Step 2: detect, align and measure every photo (in ``workers`` processes), writing each fresh result to the
+    cache; judge each face alone against the thresholds (rejected photos are counted into ``photos``)."""
     t = cfg.filters
     th = F.FilterThresholds.from_config(t)
-    faces_dir = out / "faces"
-    if cfg.write_faces:
-        faces_dir.mkdir(exist_ok=True)
     rows: list[dict] = []
-    photo_thumbs: dict[str, list[bytes]] = {}
-    detected_photos = 0
-    t_detect = time.perf_counter()
-    for res in _iter_results(tasks, cfg, workers):
-        ref = owners[res["sha1"]]
+    thumbs: dict[str, list[bytes]] = {}
+    detected_now = 0
+    t0 = time.perf_counter()
+    for res in _iter_results(photos.tasks, cfg, workers):
+        ref = photos.owners[res["sha1"]]
         if res.get("cache"):
             atomic_write(cache_dir / f"{res['sha1']}.json", json.dumps(res["cache"]))
-            detected_photos += 1
+            detected_now += 1
         if res["status"] != "ok":
-            photo_rejects[res["status"]] += 1
-            photo_log.append({"path": ref.rel_path, "reason": res["status"], "detail": res.get("detail", "")})
+            photos.rejects[res["status"]] += 1
+            photos.log.append({"path": ref.rel_path, "reason": res["status"], "detail": res.get("detail", "")})
             if res.get("thumb"):
-                photo_thumbs.setdefault(res["status"], []).append(res["thumb"])
+                thumbs.setdefault(res["status"], []).append(res["thumb"])
             if res["status"] in ("unreadable", "too_large"):
                 log.warning("%s: %s (%s)", ref.rel_path, res["status"], res.get("detail", ""))
             continue
@@ -445,9 +453,14 @@ def run_curation(cfg: CurationConfig) -> dict:
             row["reason"] = F.judge_face(row, th)
             row["_png"] = f["png"]
             rows.append(row)
-    t_detect = time.perf_counter() - t_detect
+    return Detected(rows=rows, thumbs=thumbs, detected_now=detected_now, seconds=time.perf_counter() - t0)
 
-    # 4. near-duplicates across the whole dataset (first published kept), then the review decisions
+
+def judge_dataset(rows: list[dict], review: set[str], cfg: CurationConfig) -> tuple[list[dict], int]:
+    """Steps 3-4 over the whole set: near-duplicates (first published kept), then the review decisions, then
+    the split (stable per face, with a floor on the test split for small sets). Returns ``(kept rows, number of
+    review rejections applied)``; every row gets ``reason``, ``status`` and ``split``."""
+    t = cfg.filters
     rows.sort(key=lambda r: (r["published_at"], r["face_id"]))
     index = F.NearDuplicateIndex(t.phash_max_distance)
     for r in rows:
@@ -462,41 +475,56 @@ def run_curation(cfg: CurationConfig) -> dict:
         if r["reason"] is None and r["face_id"] in review:
             r["reason"] = "review"
             applied_review += 1
-    # 5. split: stable per face, with a floor on the test split for small sets
     kept = [r for r in rows if r["reason"] is None]
     for r, split in zip(kept, assign_splits([r["face_id"] for r in kept], cfg.split), strict=True):
         r["split"] = split
     for r in rows:
         r["status"] = "kept" if r["reason"] is None else "rejected"
         r.setdefault("split", None)
+    return kept, applied_review
 
+
+def write_faces(out: Path, rows: list[dict]) -> None:
+    """``faces/<face_id>.png`` (rewritten only when changed) and ``faces.jsonl``, one line per detected face."""
+    faces_dir = out / "faces"
+    faces_dir.mkdir(exist_ok=True)
+    lines = []
+    for r in rows:
+        p = faces_dir / f"{r['face_id']}.png"
+        if not p.is_file() or p.read_bytes() != r["_png"]:
+            atomic_write(p, r["_png"])
+        lines.append(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False))
+    atomic_write(out / "faces.jsonl", "".join(line + "\n" for line in lines))
+
+
+def build_report(
+    cfg: CurationConfig,
+    *,
+    feed: Path,
+    images: Path,
+    out: Path,
+    photos: Photos,
+    detected: Detected,
+    kept: list[dict],
+    review_path: Path,
+    review: set[str],
+    applied_review: int,
+    previews: dict,
+    seconds: float,
+) -> dict:
+    """The ``curation_report.json`` object (contracts.md section 3)."""
+    rows = detected.rows
     face_rejects = Counter(r["reason"] for r in rows if r["reason"] is not None)
-    rejected = {k: photo_rejects.get(k, 0) + face_rejects.get(k, 0) for k in F.REASONS}
+    rejected = {k: photos.rejects.get(k, 0) + face_rejects.get(k, 0) for k in F.REASONS}
     counts = Counter(r["split"] for r in kept)
-
-    # 6. write: faces/ + faces.jsonl, previews, dataset (atomic), report (atomic)
-    if cfg.write_faces:
-        lines = []
-        for r in rows:
-            p = faces_dir / f"{r['face_id']}.png"
-            if not p.is_file() or p.read_bytes() != r["_png"]:
-                atomic_write(p, r["_png"])
-            lines.append(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False))
-        atomic_write(out / "faces.jsonl", "".join(line + "\n" for line in lines))
-
-    from curation.previews import write_previews
-
-    previews = write_previews(out / "previews", rows, photo_thumbs, cfg)
-    if kept:
-        _write_dataset(out / "dataset", kept)
-    report = {
+    return {
         "version": 1,
         "feed": str(feed),
         "images": str(images),
         "out": str(out),
-        "posts": posts,
+        "posts": photos.posts,
         "counts": {  # the one-line summary; the sections below have the detail
-            "photos_in": len(refs),
+            "photos_in": len(photos.refs),
             "faces_detected": len(rows),
             "kept": len(kept),
             "train": counts.get("train", 0),
@@ -504,10 +532,10 @@ def run_curation(cfg: CurationConfig) -> dict:
             "rejected": {k: v for k, v in rejected.items() if v},
         },
         "photos": {
-            "in": len(refs),
-            "unique": len(tasks),
-            "detected_now": detected_photos,
-            "from_cache": cache_hits,
+            "in": len(photos.refs),
+            "unique": len(photos.tasks),
+            "detected_now": detected.detected_now,
+            "from_cache": photos.cache_hits,
         },
         "faces": {
             "detected": len(rows),
@@ -525,37 +553,48 @@ def run_curation(cfg: CurationConfig) -> dict:
         "split": cfg.split.model_dump(mode="json"),
         "previews": previews,
         "dataset": str(out / "dataset") if kept else None,
-        "photo_rejects": photo_log[:1000],
-        "seconds": {"detect_align": round(t_detect, 3), "total": round(time.perf_counter() - t0, 3)},
+        "photo_rejects": photos.log[:1000],
+        "seconds": {"detect_align": round(detected.seconds, 3), "total": round(seconds, 3)},
     }
+
+
+def run_curation(cfg: CurationConfig) -> dict:
+    """Run the whole stage; returns the report (also written to ``<out>/curation_report.json``)."""
+    from curation.previews import write_previews
+
+    t0 = time.perf_counter()
+    feed, images, out, refs, posts = read_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = out / "cache"
+    cache_dir.mkdir(exist_ok=True)
+    review_path = Path(cfg.review_path) if cfg.review_path else out / "review.json"
+    review = load_review(review_path)
+
+    photos = hash_photos(refs, posts, images, cache_dir, detector_signature(cfg))
+    workers = cfg.workers or (os.cpu_count() or 1)
+    log.info(
+        "%d photos (%d unique, %d cached) from %d posts; %d workers",
+        len(refs), len(photos.tasks), photos.cache_hits, posts, workers,
+    )  # fmt: skip
+    detected = detect_faces(photos, cfg, workers, cache_dir)
+    kept, applied_review = judge_dataset(detected.rows, review, cfg)
+
+    # write: faces/ + faces.jsonl, previews, dataset (atomic), report (atomic)
+    if cfg.write_faces:
+        write_faces(out, detected.rows)
+    previews = write_previews(out / "previews", detected.rows, detected.thumbs, cfg)
+    if kept:
+        write_dataset(out / "dataset", kept)
+    report = build_report(
+        cfg, feed=feed, images=images, out=out, photos=photos, detected=detected, kept=kept,
+        review_path=review_path, review=review, applied_review=applied_review, previews=previews,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
     atomic_write(out / "curation_report.json", json.dumps(report, indent=2, ensure_ascii=False))
     if not kept:
         raise CurationError(
-            f"{out / 'curation_report.json'}: no face kept out of {len(rows)} detected in {len(tasks)} photos; "
-            "look at previews/ and relax the filters (e.g. filters.min_face_area_ratio=0.01)"
+            f"{out / 'curation_report.json'}: no face kept out of {len(detected.rows)} detected in "
+            f"{len(photos.tasks)} photos; look at previews/ and relax the filters "
+            "(e.g. filters.min_face_area_ratio=0.01)"
         )
     return report
-
-
-def _write_dataset(target: Path, kept: list[dict]) -> None:
-    """``save_to_disk`` into a temp folder beside ``target``, then swap it in (never a half-written dataset)."""
-    import datasets
-    from datasets import Dataset, DatasetDict, Features, Image, Value
-
-    datasets.disable_progress_bars()  # our own bar covers the run; theirs would print one line per split
-
-    features = Features({
-        "image": Image(),
-        **{c: Value("float32") if c in _FLOAT_COLUMNS else Value("string") for c in FEATURE_COLUMNS[1:]},
-    })  # fmt: skip
-    splits = {}
-    for split in ("train", "test"):
-        part = [r for r in kept if r["split"] == split]
-        cols: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
-        for r in part:
-            cols["image"].append({"bytes": r["_png"], "path": None})
-            for c in FEATURE_COLUMNS[1:]:
-                cols[c].append(r[c])
-        splits[split] = Dataset.from_dict(cols, features=features)
-    with atomic_replace_dir(target) as tmp:
-        DatasetDict(splits).save_to_disk(str(tmp))

@@ -17,7 +17,8 @@ the split's fingerprint, the mode and the feature extractor.
 Output contract (docs/contracts.md section 6): ``{fid, kid, mode, feature_extractor, comparable, n_gen, n_ref, ref}``
 printed and written with ``--out-json``; substitute results also carry ``note``.
 
-Example::
+The sweep over sampler steps is ``evaluation/sweep.py``; the ``ptt-fid`` command line is
+``evaluation/fid_cli.py``. Example::
 
     ptt-fid --gen samples/ --ref demo_out/dataset:test --out-json samples/fid.json
     ptt-fid --gen samples/ --ref demo_out/dataset --substitute          # offline smoke run, not comparable
@@ -31,15 +32,10 @@ Library::
 
 from __future__ import annotations
 
-import argparse
-import csv
 import hashlib
 import io
-import json
 import logging
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -47,9 +43,8 @@ import numpy as np
 from scipy import linalg
 
 from common.fileio import atomic_write
-from evaluation.features import SUBSTITUTE_LABEL, InceptionMissingError, extractor_name
-from evaluation.pipeline import PipelineError
-from evaluation.sample import SampleError
+from curation.store import is_dataset_dir
+from evaluation.features import SUBSTITUTE_LABEL, extractor_name
 
 __all__ = [
     "FidError",
@@ -60,8 +55,7 @@ __all__ = [
     "frechet_distance",
     "kernel_inception_distance",
     "list_image_files",
-    "main",
-    "sweep",
+    "write_output",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,21 +186,13 @@ def _parse_ref(ref: str) -> tuple[Path, str | None]:
     )
 
 
-def _is_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
-
-
 def _load_split(path: Path, split: str | None):
-    import datasets
+    from curation.store import DatasetFolderError, read_split
 
-    obj = datasets.load_from_disk(str(path))
-    if isinstance(obj, datasets.DatasetDict):
-        split = split or "test"
-        if split not in obj:
-            raise FidError(f"--ref {path}:{split}: no split {split!r}; it has {', '.join(obj)}")
-        ds = obj[split]
-    else:
-        ds, split = obj, split or "all"
+    try:
+        ds, split = read_split(path, split, default="test")
+    except DatasetFolderError as exc:
+        raise FidError(f"--ref {exc}") from None
     if "image" not in ds.column_names:
         raise FidError(f"--ref {path}: no 'image' column (has {', '.join(ds.column_names)}); see docs/contracts.md")
     return ds, split
@@ -228,7 +214,7 @@ def default_cache_dir() -> Path:
 def _save_npz_atomic(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _write_atomic(path, buf.getvalue())
+    write_output(path, buf.getvalue())
 
 
 def reference_features(ref: str, fn: Callable, extractor: str, *, cache_dir=None, progress: bool = False):
@@ -236,9 +222,9 @@ def reference_features(ref: str, fn: Callable, extractor: str, *, cache_dir=None
     from tqdm.auto import tqdm
 
     path, split = _parse_ref(ref)
-    if not _is_dataset_dir(path) and _is_dataset_dir(path / "dataset"):
+    if not is_dataset_dir(path) and is_dataset_dir(path / "dataset"):
         path = path / "dataset"  # ptt-curate's out= folder: its dataset, not its face crops and preview sheets
-    if _is_dataset_dir(path):
+    if is_dataset_dir(path):
         ds, split = _load_split(path, split)
         fingerprint = getattr(ds, "_fingerprint", None) or hashlib.sha1(str(path.resolve()).encode()).hexdigest()
         key = f"ref-{fingerprint}-{MODE}-{extractor_name(extractor)}"
@@ -343,227 +329,10 @@ def format_result(res: dict) -> str:
     return line
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
+def write_output(path: Path, data: str | bytes) -> None:
     """Write ``data`` (str as UTF-8) to ``path`` via a temporary file and a rename, creating its folder."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FidError(f"{path}: its folder {path.parent} is a file; pass a path inside a folder") from None
     atomic_write(path, data)
-
-
-# ---------------------------------------------------------------------------------------------------- sweep
-
-
-def sweep(
-    model: str,
-    ref: str,
-    out: str | os.PathLike,
-    *,
-    scheduler: str = "ddim",
-    steps: list[int],
-    num_images: int = 1000,
-    batch_size: int = 64,
-    seed: int = 0,
-    extractor: str = "inception",
-    inception_path=None,
-    cache_dir=None,
-    device=None,
-    dtype=None,
-) -> list[dict]:
-    """FID against sampler steps: writes sweep.csv, sweep.md and sweep.png into ``out``; returns the rows."""
-    if not steps or min(steps) < 1:
-        raise FidError(f"--steps {','.join(map(str, steps))}: give sampler step counts of at least 1, e.g. 10,20,50")
-    import torch
-
-    from evaluation.features import build_extractor
-    from evaluation.pipeline import load_pipeline
-    from evaluation.sample import generate
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    fn = build_extractor(extractor, inception_path=inception_path, device=device)
-    unet, sched_cfg, source = load_pipeline(model, device=device)
-    rows = []
-    for s in steps:
-        generate(
-            unet,
-            sched_cfg,
-            num_images=min(2, num_images),
-            seed=seed,
-            batch_size=batch_size,
-            steps=1,
-            scheduler=scheduler,
-            device=device,
-            dtype=dtype,
-        )  # warm-up, so the first row's time is fair
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        imgs = generate(
-            unet,
-            sched_cfg,
-            num_images=num_images,
-            seed=seed,
-            batch_size=batch_size,
-            steps=s,
-            scheduler=scheduler,
-            device=device,
-            dtype=dtype,
-        )
-        sec = (time.perf_counter() - t0) / num_images
-        res = evaluate(imgs, ref, extractor=extractor, cache_dir=cache_dir, device=device, _fn=fn)
-        row = {
-            "scheduler": scheduler,
-            "steps": s,
-            "num_images": num_images,
-            "sec_per_image": sec,
-            "fid": res["fid"],
-            "kid": res["kid"],
-            "feature_extractor": res["feature_extractor"],
-            "comparable": res["comparable"],
-            "ref": res["ref"],
-            "model": source,
-        }
-        log.info("%s %d steps: %.4f s/img, %s", scheduler, s, sec, format_result(res))
-        rows.append(row)
-    _write_sweep(Path(out), rows)
-    return rows
-
-
-def _write_sweep(out: Path, rows: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    _write_atomic(out / "sweep.csv", buf.getvalue())
-    label = "" if rows[0]["comparable"] else f"\n\n**{SUBSTITUTE_LABEL}** ({rows[0]['feature_extractor']})."
-    md = [
-        f"FID sweep of `{rows[0]['model']}` against `{rows[0]['ref']}`, {rows[0]['num_images']} images, "
-        f"clean-fid clean protocol, {rows[0]['feature_extractor']}.{label}",
-        "",
-        "| scheduler | steps | s / image | FID | KID |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    md += [
-        f"| {r['scheduler']} | {r['steps']} | {r['sec_per_image']:.4f} | {r['fid']:.3f} | {r['kid']:.5f} |"
-        for r in rows
-    ]
-    _write_atomic(out / "sweep.md", "\n".join(md) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    steps = [r["steps"] for r in rows]
-    fids = [r["fid"] for r in rows]
-    ax1.plot(steps, fids, "o-")
-    ax1.set_xscale("log")
-    ax1.set_xticks(steps, [str(n) for n in steps])
-    ax1.minorticks_off()
-    ax1.set_xlabel("sampler steps")
-    ax1.set_ylabel("FID")
-    ax2.plot([r["sec_per_image"] for r in rows], fids, "o-")
-    for r in rows:
-        ax2.annotate(str(r["steps"]), (r["sec_per_image"], r["fid"]))
-    ax2.set_xlabel("seconds per image")
-    ax2.set_ylabel("FID")
-    title = f"{rows[0]['scheduler']}, {rows[0]['num_images']} images"
-    if not rows[0]["comparable"]:
-        title += f"\n{SUBSTITUTE_LABEL}"
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    _write_atomic(out / "sweep.png", buf.getvalue())
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ptt-fid", description="FID/KID (clean-fid clean protocol). Also: `ptt-fid sweep --help`."
-    )
-    p.add_argument("--gen", required=True, help="folder of generated images (ptt-sample --out)")
-    p.add_argument("--ref", required=True, help="DATASET_DIR[:split] (default split test) or a folder of images")
-    p.add_argument("--num-images", type=int, default=None, help="use the first N generated images (default all)")
-    _common(p)
-    p.add_argument("--out-json", default=None, help="also write the result as JSON here")
-    return p
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--inception", default=None, help="path of inception-2015-12-05.pt (default: clean-fid's place)")
-    p.add_argument("--substitute", action="store_true", help="offline substitute features (NOT comparable FID)")
-    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ptt-faces/fid)")
-    p.add_argument("--device", default=None)
-
-
-def _sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ptt-fid sweep", description="FID against sampler steps: CSV, Markdown, PNG.")
-    p.add_argument("--model", required=True, help="exported pipeline folder or Hub id")
-    p.add_argument("--ref", required=True)
-    p.add_argument("--scheduler", default="ddim", choices=("ddpm", "ddim", "dpmsolver++", "unipc"))
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated step counts")
-    p.add_argument("--num-images", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="sweep_out", help="folder for sweep.csv, sweep.md, sweep.png")
-    _common(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    extractor_of = lambda a: "substitute" if a.substitute else "inception"  # noqa: E731
-    try:
-        if argv[:1] == ["sweep"]:
-            a = _sweep_parser().parse_args(argv[1:])
-            try:
-                steps = [int(s) for s in a.steps.split(",") if s.strip()]
-            except ValueError:
-                raise FidError(f"--steps {a.steps!r}: give comma-separated integers, e.g. 10,20,50") from None
-            rows = sweep(
-                a.model,
-                a.ref,
-                a.out,
-                scheduler=a.scheduler,
-                steps=steps,
-                num_images=a.num_images,
-                batch_size=a.batch_size,
-                seed=a.seed,
-                extractor=extractor_of(a),
-                inception_path=a.inception,
-                cache_dir=a.cache_dir,
-                device=a.device,
-            )
-            print((Path(a.out) / "sweep.md").read_text(encoding="utf-8"))
-            print(f"ptt-fid sweep: {len(rows)} rows -> {a.out}/sweep.csv, sweep.md, sweep.png")
-            return 0
-        a = _main_parser().parse_args(argv)
-        res = evaluate(
-            a.gen,
-            a.ref,
-            extractor=extractor_of(a),
-            inception_path=a.inception,
-            cache_dir=a.cache_dir,
-            device=a.device,
-            num_images=a.num_images,
-            progress=True,
-        )
-    except (FidError, InceptionMissingError, SampleError, PipelineError) as exc:
-        print(f"ptt-fid: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_result(res))
-    if a.out_json:
-        _write_atomic(Path(a.out_json), json.dumps(res, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

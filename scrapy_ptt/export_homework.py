@@ -25,26 +25,15 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from common.fileio import atomic_write, iter_jsonl
-
-
-class FeedError(ValueError):
-    """A feed that cannot make the asked-for file; the message names the file and the fix."""
+from common.fileio import atomic_write
+from scrapy_ptt.items import FeedError, read_posts
 
 
 def read_feed(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FeedError(f"{path}: no such feed; make one with `scrapy crawl ptt_beauty ... -O {path}`")
-
-    def bad(n: int, msg: str) -> FeedError:
-        return FeedError(f"{path}:{n}: not a JSON line ({msg}); is this a JSONL feed (-O feed.jsonl)?")
-
-    posts = []
-    for n, rec in iter_jsonl(path, bad):
-        if not isinstance(rec, dict) or "article_id" not in rec or "published_at" not in rec:
-            raise FeedError(f"{path}:{n}: not a ptt_beauty feed record (no article_id/published_at)")
-        posts.append(rec)
-    return sorted(posts, key=lambda r: (r["published_at"], r["article_id"]))
+    """The feed's posts sorted by time (``published_at``, then id), as the homework files list them."""
+    return sorted(
+        read_posts(path, require=("article_id", "published_at")), key=lambda r: (r["published_at"], r["article_id"])
+    )
 
 
 def in_dates(posts: Iterable[dict], start: date | None, end: date | None) -> list[dict]:

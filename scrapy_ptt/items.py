@@ -28,17 +28,21 @@ field              type            meaning
 When a keyword is given, only posts that match it get their images downloaded (``images`` and
 ``image_failures`` are then ``[]`` for the others); without a keyword every post's images are downloaded.
 
-Example::
+Every consumer (``ptt-curate``, ``ptt-homework``) reads a feed through :func:`read_posts`, the one reader, which
+turns a missing file, a line that is not JSON or a line that is not a record into a one-line :class:`FeedError`
+naming the file, the line and the fix. Example::
 
-    import json
-    for line in open("feed.jsonl", encoding="utf-8"):
-        post = json.loads(line)
+    from scrapy_ptt.items import read_posts
+    for post in read_posts("feed.jsonl"):
         print(post["date"], post["list_title"], len(post["image_urls"]), [i["path"] for i in post.get("images", [])])
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.fileio import iter_jsonl
 
 FEED_FIELDS = (
     "article_id",
@@ -81,3 +85,30 @@ class PostItem:
         """The feed record: contract fields in order, download fields only when downloads ran."""
         raw = asdict(self)
         return {k: raw[k] for k in FEED_FIELDS if not (k in ("images", "image_failures") and raw[k] is None)}
+
+
+class FeedError(ValueError):
+    """A feed that cannot be read; the message names the file (and line) and the fix."""
+
+
+def read_posts(
+    path: str | Path, *, require: tuple[str, ...] = ("article_id",), missing_hint: str | None = None
+) -> list[dict]:
+    """The records of a ``ptt_beauty`` JSONL feed, in file order, each holding every field in ``require``.
+    ``missing_hint`` replaces the default advice when the file does not exist (each command knows its crawl)."""
+    path = Path(path)
+    if not path.is_file():
+        hint = missing_hint or f"make one with `scrapy crawl ptt_beauty ... -O {path}`"
+        raise FeedError(f"{path}: no such feed; {hint}")
+
+    def bad(n: int, msg: str) -> FeedError:
+        return FeedError(f"{path}:{n}: not a JSON line ({msg}); is this a JSONL feed (-O feed.jsonl)?")
+
+    posts = []
+    for n, rec in iter_jsonl(path, bad):
+        if not isinstance(rec, dict) or any(k not in rec for k in require):
+            raise FeedError(
+                f"{path}:{n}: not a ptt_beauty feed record (no {'/'.join(require)}); see docs/contracts.md"
+            )
+        posts.append(rec)
+    return posts

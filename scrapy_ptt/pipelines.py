@@ -14,7 +14,8 @@ only when ``IMAGES_STORE`` is set. Per image it checks, and on failure records `
 ``too_large`` (over ``PTT_IMAGE_MAX_BYTES``), ``decompression_bomb`` (over ``PTT_IMAGE_MAX_PIXELS``),
 ``decode_error`` (Pillow cannot decode it), ``format`` (not JPEG/PNG/GIF), ``filtered`` (robots.txt),
 ``download_error`` (connection failures after retries); with the optional download-time filter
-(``-s PTT_FACE_FILTER=True``, ``-s PTT_MIN_BLUR_VAR=100``, using curation's detector) also ``no_face``, ``blurry``.
+(``-s PTT_FACE_FILTER=True``, ``-s PTT_MIN_BLUR_VAR=100``; the class named by ``PTT_PHOTO_FILTER``, by default
+curation's ``curation.download_filter.PhotoFilter``) also ``no_face``, ``blurry``.
 
 Crawl stats: ``ptt/images/ok`` and ``ptt/images/failed/<reason>``.
 
@@ -38,6 +39,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.misc import load_object
 from twisted.internet.defer import DeferredList
 from twisted.internet.threads import deferToThread
 
@@ -86,29 +88,6 @@ def image_reject_reason(body: bytes, content_type: str, *, max_bytes: int, max_p
     return None
 
 
-def face_filter_reason(body: bytes, *, detector=None, min_blur_var: float = 0.0) -> str | None:
-    """Optional download-time filter (seed 001 saved disk this way): ``no_face`` when the detector finds no face,
-    ``blurry`` when the Laplacian variance of the grey photo (longer side scaled to 512 px, so the figure does not
-    depend on the upload size) is under ``min_blur_var``. Uses curation's detector and filter code."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(body)) as im:
-        rgb = np.asarray(im.convert("RGB"))
-    if detector is not None and not detector.detect(rgb):
-        return "no_face"
-    if min_blur_var > 0:
-        import cv2
-
-        from curation.filters import laplacian_variance
-
-        scale = 512 / max(rgb.shape[:2])
-        small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-        if laplacian_variance(small) < min_blur_var:
-            return "blurry"
-    return None
-
-
 class PttImagesPipeline(FilesPipeline):
     FILES_URLS_FIELD = "image_urls"
     FILES_RESULT_FIELD = "images"
@@ -125,12 +104,10 @@ class PttImagesPipeline(FilesPipeline):
         pipe.max_bytes = settings.getint("PTT_IMAGE_MAX_BYTES")
         pipe.max_pixels = settings.getint("PTT_IMAGE_MAX_PIXELS")
         pipe._host_verdicts = {}
-        pipe.min_blur_var = settings.getfloat("PTT_MIN_BLUR_VAR")
-        pipe.detector = None
-        if settings.getbool("PTT_FACE_FILTER"):
-            from curation.detect import RetinaFaceDetector  # heavy: only when the filter is asked for
-
-            pipe.detector = RetinaFaceDetector(threads=1)
+        pipe.photo_filter = None
+        if settings.getbool("PTT_FACE_FILTER") or settings.getfloat("PTT_MIN_BLUR_VAR") > 0:
+            # A dotted path, the Scrapy way: the crawler names the filter and never imports a later stage itself.
+            pipe.photo_filter = load_object(settings.get("PTT_PHOTO_FILTER")).from_settings(settings)
         return pipe
 
     async def process_item(self, item: Any) -> Any:
@@ -198,12 +175,8 @@ class PttImagesPipeline(FilesPipeline):
                 image_reject_reason, response.body, ctype, max_bytes=self.max_bytes, max_pixels=self.max_pixels
             )
         )
-        if reason is None and (self.detector is not None or self.min_blur_var > 0):
-            reason = await maybe_deferred_to_future(
-                deferToThread(
-                    face_filter_reason, response.body, detector=self.detector, min_blur_var=self.min_blur_var
-                )
-            )
+        if reason is None and self.photo_filter is not None:
+            reason = await maybe_deferred_to_future(deferToThread(self.photo_filter, response.body))
         if reason:
             raise ImageRejected(reason)
         return await super().media_downloaded(response, request, info, item=item)

@@ -10,7 +10,8 @@ Project settings (ours):
   (post authors choose image URLs; only the demo and tests, whose mirror is on 127.0.0.1, turn this on).
 - ``PTT_IMAGE_MAX_BYTES`` (default 20 MiB), ``PTT_IMAGE_MAX_PIXELS`` (default 50 M, Pillow's bomb guard).
 - ``PTT_FACE_FILTER`` (default False) and ``PTT_MIN_BLUR_VAR`` (default 0 = off): drop downloaded photos with no
-  face (curation's RetinaFace detector) or a Laplacian variance under the threshold, to save disk.
+  face (curation's RetinaFace detector) or a Laplacian variance under the threshold, to save disk; the filter
+  is the class named by ``PTT_PHOTO_FILTER`` (default ``curation.download_filter.PhotoFilter``).
 - ``PTT_STATS_FILE`` (default unset): write the crawl stats as JSON here when the crawl ends.
 - ``PTT_FEED_BY_MONTH`` (default unset): e.g. ``feeds/%(name)s-%(month)s.jsonl``: one feed per month of the
   range, via Scrapy's FEEDS item filters (``scrapy_ptt.feeds``).
@@ -35,6 +36,7 @@ PTT_MAX_INDEX_PAGES = 0
 PTT_STATS_FILE = None
 PTT_FACE_FILTER = False
 PTT_MIN_BLUR_VAR = 0.0
+PTT_PHOTO_FILTER = "curation.download_filter.PhotoFilter"  # a dotted path: the crawler imports no later stage
 PTT_FEED_BY_MONTH = None
 
 # Politeness: say who we are, obey robots.txt, one site at a time, adapt to the server's latency.

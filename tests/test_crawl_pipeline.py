@@ -85,8 +85,8 @@ def test_backoff_schedule():
 
 def test_download_time_face_and_blur_filter():
     detect = pytest.importorskip("curation.detect")
+    from curation.download_filter import face_filter_reason
     from scrapy_ptt.mirror import build_images
-    from scrapy_ptt.pipelines import face_filter_reason
 
     images, detector = build_images(), detect.RetinaFaceDetector(threads=1)
     assert face_filter_reason(images["coffee.jpg"], detector=detector) == "no_face"

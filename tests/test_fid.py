@@ -17,8 +17,8 @@ from evaluation.fid import (
     feature_stats,
     frechet_distance,
     kernel_inception_distance,
-    main,
 )
+from evaluation.fid_cli import main
 
 
 def _spd(rng, d):

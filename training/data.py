@@ -48,37 +48,28 @@ def load_split(dataset_dir: str | None, split: str, *, hub_dataset: str | None =
     import datasets
 
     if dataset_dir is not None:
-        path = Path(dataset_dir)
-        if not path.exists():
-            raise ConfigError(
-                f"data.dataset_dir: {path} does not exist; run `ptt-curate` first or point data.dataset_dir= at a "
-                "datasets folder written by save_to_disk"
-            )
+        from curation.store import DatasetFolderError, read_split
+
         try:
-            ds = datasets.load_from_disk(str(path))
-        except FileNotFoundError as exc:
-            raise ConfigError(
-                f"data.dataset_dir: {path} is not a datasets folder (save_to_disk output): {exc}"
-            ) from None
-    else:
-        try:
-            ds = datasets.load_dataset(hub_dataset)
-        except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot get it"
-            raise ConfigError(
-                f"data.hub_dataset: cannot load {hub_dataset!r} ({type(exc).__name__}: {exc}); check the id and "
-                "the network, or download it and set data.dataset_dir"
-            ) from None
+            ds, _ = read_split(dataset_dir, split, required=required)
+        except DatasetFolderError as exc:
+            hint = "; set data.train_split" if "no split" in str(exc) else ""
+            raise ConfigError(f"data.dataset_dir: {exc}{hint}") from None
+        return ds
+    try:
+        ds = datasets.load_dataset(hub_dataset)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot get it"
+        raise ConfigError(
+            f"data.hub_dataset: cannot load {hub_dataset!r} ({type(exc).__name__}: {exc}); check the id and "
+            "the network, or download it and set data.dataset_dir"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             if required:
-                where = dataset_dir or hub_dataset
-                raise ConfigError(f"{where}: no split {split!r} (has {sorted(ds)}); set data.train_split")
+                raise ConfigError(f"{hub_dataset}: no split {split!r} (has {sorted(ds)}); set data.train_split")
             return None
         return ds[split]
-    # A bare Dataset folder: it is the training split; there is no test split.
-    if split == "train" or required:
-        return ds
-    return None
+    return ds if split == "train" or required else None  # a bare Dataset is the training split
 
 
 def decode_images(images, resolution: int) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""The curated dataset folder (contracts.md section 3): its writer and its one reader, side by side.
+
+``<out>/dataset/`` is a ``datasets.DatasetDict`` saved with ``save_to_disk``, splits ``train`` and ``test``, an
+``image`` column (64x64 RGB PNGs) and the :data:`FEATURE_COLUMNS`. ``ptt-curate`` writes it through
+:func:`write_dataset`; every reader (the trainer's ``data.dataset_dir``, ``ptt-fid --ref``) opens it through
+:func:`read_split`, which also takes a bare ``Dataset`` folder (``save_to_disk`` of one split) and says in one
+line, as a :class:`DatasetFolderError`, what is wrong with anything else.
+
+Example::
+
+    from curation.store import read_split
+    ds, split = read_split("demo_out/curated/dataset", "test")
+    print(split, len(ds), ds.column_names)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.fileio import atomic_replace_dir
+
+__all__ = ["DatasetFolderError", "FEATURE_COLUMNS", "is_dataset_dir", "read_split", "write_dataset"]
+
+FEATURE_COLUMNS = (
+    "image", "face_id", "article_id", "image_url", "published_at", "face_score", "blur_var",
+    "eye_distance", "eye_brightness", "yaw", "pose", "gender", "phash",
+)  # fmt: skip
+_FLOAT_COLUMNS = ("face_score", "blur_var", "eye_distance", "eye_brightness", "yaw")
+
+
+class DatasetFolderError(ValueError):
+    """Not a readable curated dataset (or not the split asked for); callers prefix the option that named it."""
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    """True for a ``save_to_disk`` folder (a DatasetDict or a bare Dataset)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def read_split(path: str | Path, split: str | None, *, default: str = "train", required: bool = True):
+    """``(dataset or None, split name)``. A DatasetDict folder gives its ``split`` (``default`` when None); a
+    missing split is an error when ``required``, else ``(None, split)``. A bare Dataset folder is the whole set:
+    returned for ``split`` None or ``"train"``, or whenever ``required``; named ``split or "all"``."""
+    import datasets
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetFolderError(
+            f"{path} does not exist; run `ptt-curate` first (it writes <out>/dataset) or point at a datasets "
+            "folder written by save_to_disk"
+        )
+    try:
+        obj = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise DatasetFolderError(f"{path} is not a datasets folder (save_to_disk output): {exc}") from None
+    if isinstance(obj, datasets.DatasetDict):
+        split = split or default
+        if split not in obj:
+            if required:
+                raise DatasetFolderError(f"{path}: no split {split!r}; it has {', '.join(obj)}")
+            return None, split
+        return obj[split], split
+    if split in (None, "train") or required:
+        return obj, split or "all"
+    return None, split
+
+
+def write_dataset(target: Path, kept: list[dict]) -> None:
+    """``kept`` rows (each with ``split``, ``_png`` bytes and the FEATURE_COLUMNS) as a ``DatasetDict`` folder:
+    ``save_to_disk`` into a temp folder beside ``target``, then swapped in (never a half-written dataset)."""
+    import datasets
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+
+    datasets.disable_progress_bars()  # our own bar covers the run; theirs would print one line per split
+
+    features = Features({
+        "image": Image(),
+        **{c: Value("float32") if c in _FLOAT_COLUMNS else Value("string") for c in FEATURE_COLUMNS[1:]},
+    })  # fmt: skip
+    splits = {}
+    for split in ("train", "test"):
+        part = [r for r in kept if r["split"] == split]
+        cols: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
+        for r in part:
+            cols["image"].append({"bytes": r["_png"], "path": None})
+            for c in FEATURE_COLUMNS[1:]:
+                cols[c].append(r[c])
+        splits[split] = Dataset.from_dict(cols, features=features)
+    with atomic_replace_dir(target) as tmp:
+        DatasetDict(splits).save_to_disk(str(tmp))
