@@ -1,8 +1,11 @@
 """The model card (README.md) of an exported pipeline: data, config, FID/KID and how they were made, a sample grid.
 
-``write_model_card(pipeline_dir, metrics=..., config=..., sample_grid=...)`` writes ``README.md`` (with the Hub's
-YAML front matter) into an exported pipeline folder (docs/contracts.md section 5). Each argument falls back to
-what the folder already holds: ``metrics.json``, ``training_config.yaml`` and ``sample_grid.png``.
+``write_model_card(pipeline_dir, metrics=..., config=..., sample_grid=...)`` writes ``README.md`` into an exported
+pipeline folder (docs/contracts.md section 5). Its front matter is ``huggingface_hub.ModelCardData`` (see
+:func:`card_data`: ``library_name: diffusers``, ``pipeline_tag``, tags, license, ``datasets`` when the dataset repo
+is known, FID/KID as ``EvalResult`` when comparable), so ``huggingface_hub.ModelCard`` reads it back. Each argument
+falls back to what the folder already holds: ``metrics.json``, ``training_config.yaml`` and ``sample_grid.png``.
+Local absolute paths (run dirs, home folders) appear in the card as names only (``common.paths``).
 
 ``metrics`` is the dict ``evaluation.fid.evaluate`` returns (``fid, kid, mode, feature_extractor, comparable, n_gen,
 n_ref, ref``), optionally with how the images were sampled: ``scheduler``, ``steps``, ``seed`` and the training
@@ -28,11 +31,13 @@ from typing import Any
 
 import numpy as np
 import yaml
+from huggingface_hub import EvalResult, ModelCardData
 
 from common.fileio import atomic_write
+from common.paths import scrub_paths
 from evaluation.features import SUBSTITUTE_LABEL
 
-__all__ = ["GRID_NAME", "card_text", "read_config", "read_metrics", "write_model_card"]
+__all__ = ["GRID_NAME", "card_data", "card_text", "read_config", "read_metrics", "write_model_card"]
 
 GRID_NAME = "sample_grid.png"
 
@@ -103,30 +108,66 @@ def _fmt(v: Any, digits: int) -> str:
     return f"{v:.{digits}f}" if isinstance(v, int | float) else "n/a"
 
 
-def card_text(*, metrics: dict | None, config: dict | None, has_grid: bool, unet_config: dict | None = None) -> str:
-    """The README.md text (pure function of its inputs)."""
+def _ref_split(ref: Any) -> str | None:
+    """The split of a ``DIR:split`` reference (``ptt-fid --ref``), when it names one."""
+    if isinstance(ref, str) and ":" in ref:
+        split = ref.rsplit(":", 1)[1]
+        return split if split.isidentifier() else None
+    return None
+
+
+def card_data(
+    *, metrics: dict | None, config: dict | None = None, dataset_repo: str | None = None, model_name: str | None = None
+) -> ModelCardData:
+    """The card's front matter as ``huggingface_hub.ModelCardData`` (pure function of its inputs).
+
+    FID/KID become ``EvalResult`` entries (model-index) only when ``metrics["comparable"]`` is true: a figure from
+    the offline substitute feature extractor is not an FID anyone else can compare with, so it stays out of the
+    metadata the Hub indexes and appears only in the card's text, under its "not comparable" label.
+    ``datasets`` links ``dataset_repo`` or, failing that, the config's ``data.hub_dataset``.
+    """
+    dataset = dataset_repo or _find(config, "hub_dataset")
+    results = []
+    if metrics and metrics.get("comparable") and isinstance(metrics.get("fid"), int | float):
+        split = _ref_split(metrics.get("ref"))
+        common = {
+            "task_type": "unconditional-image-generation",
+            "task_name": "Unconditional Image Generation",
+            "dataset_type": dataset or "ptt-beauty-faces",
+            "dataset_name": "PTT Beauty faces" + (f" ({split})" if split else ""),
+            "dataset_split": split,
+            "metric_config": metrics.get("mode", "clean"),
+        }
+        results.append(EvalResult(metric_type="fid", metric_value=round(float(metrics["fid"]), 3),
+                                  metric_name="FID (clean-fid)", **common))  # fmt: skip
+        if isinstance(metrics.get("kid"), int | float):
+            results.append(EvalResult(metric_type="kid", metric_value=round(float(metrics["kid"]), 5),
+                                      metric_name="KID (clean-fid)", **common))  # fmt: skip
+    return ModelCardData(
+        license="mit",
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        tags=["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "faces", "ptt-faces"],
+        datasets=[dataset] if dataset else None,
+        model_name=(model_name or "ptt-faces") if results else None,
+        eval_results=results or None,
+    )
+
+
+def card_text(
+    *,
+    metrics: dict | None,
+    config: dict | None,
+    has_grid: bool,
+    unet_config: dict | None = None,
+    dataset_repo: str | None = None,
+    model_name: str | None = None,
+) -> str:
+    """The README.md text (pure function of its inputs); local paths in ``metrics``/``config`` become names."""
+    metrics, config = scrub_paths(metrics), scrub_paths(config)
     comparable = bool(metrics and metrics.get("comparable"))
-    front = {
-        "license": "mit",
-        "library_name": "diffusers",
-        "pipeline_tag": "unconditional-image-generation",
-        "tags": ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "faces", "ptt-faces"],
-    }
-    if metrics and comparable and isinstance(metrics.get("fid"), int | float):
-        front["model-index"] = [
-            {
-                "name": "ptt-faces",
-                "results": [
-                    {
-                        "task": {"type": "unconditional-image-generation"},
-                        "metrics": [
-                            {"type": "fid", "value": round(float(metrics["fid"]), 3), "name": "FID (clean-fid)"}
-                        ],
-                    }
-                ],
-            }
-        ]
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", ""]
+    data = card_data(metrics=metrics, config=config, dataset_repo=dataset_repo, model_name=model_name)
+    lines = ["---", data.to_yaml(), "---", ""]
     size = (unet_config or {}).get("sample_size", 64)
     lines += [f"# ptt-faces: {size}x{size} face DDPM", ""]
     lines += [
@@ -187,10 +228,13 @@ def card_text(*, metrics: dict | None, config: dict | None, has_grid: bool, unet
         lines += ["## Samples", "", f"![samples]({GRID_NAME})", ""]
     lines += ["## Training data", ""]
     dataset = _find(config, "dataset_dir", "dataset", "dataset_path", "data_dir")
+    hub_dataset = (data.datasets or [None])[0]
+    where = f" (dataset [`{hub_dataset}`](https://huggingface.co/datasets/{hub_dataset}))" if hub_dataset else ""
     lines += [
         "Face crops (aligned with 5 facial landmarks, 64x64) detected in photos linked from posts on the PTT "
         "Beauty board, filtered for blur, size, pose and duplicates by `ptt-curate`"
-        + (f" (dataset `{dataset}`)." if dataset else "."),
+        + (where or (f" (dataset `{dataset}`)" if dataset else ""))
+        + ".",
         "The photos are of real people posted by third parties; use the model for research on generative models, "
         "not to depict or identify anyone.",
         "",
@@ -216,7 +260,7 @@ def card_text(*, metrics: dict | None, config: dict | None, has_grid: bool, unet
     return "\n".join(lines)
 
 
-def write_model_card(pipeline_dir, *, metrics=None, config=None, sample_grid=None) -> Path:
+def write_model_card(pipeline_dir, *, metrics=None, config=None, sample_grid=None, dataset_repo=None) -> Path:
     """Write ``README.md`` into the exported pipeline folder (atomically); returns its path."""
     folder = Path(pipeline_dir)
     if not folder.is_dir():
@@ -229,6 +273,7 @@ def write_model_card(pipeline_dir, *, metrics=None, config=None, sample_grid=Non
         config=read_config(config, folder),
         has_grid=has_grid,
         unet_config=unet_config,
+        dataset_repo=dataset_repo,
     )
     dest = folder / "README.md"
     atomic_write(dest, text)

@@ -3,7 +3,9 @@
 Only these files of the exported folder (docs/contracts.md section 5) are uploaded: ``model_index.json``,
 ``unet/config.json``, ``unet/*.safetensors`` (and a shard index), ``scheduler/scheduler_config.json``,
 ``training_config.yaml``, ``metrics.json``, ``sample_grid.png``; ``README.md`` is regenerated from them by
-``evaluation.modelcard``. Anything else -- optimizer state, ``checkpoints/``, RNG states, pickled ``.bin`` weights --
+``evaluation.modelcard``; ``training_config.yaml`` and ``metrics.json`` go up with local paths reduced to names
+(``common.paths``). Only regular files inside the folder: a symbolic link named like an allowed file is refused.
+Anything else -- optimizer state, ``checkpoints/``, RNG states, pickled ``.bin`` weights --
 is never uploaded, and the command lists what it skipped. A run directory may be given: its ``pipeline/`` is used.
 
 The token comes from the usual huggingface_hub login (``hf auth login``) or ``HF_TOKEN``; it is never printed.
@@ -26,7 +28,10 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from common.hub import hub_offline
+from common.paths import scrub_paths
 
 __all__ = ["ALLOWED_PATTERNS", "PushError", "main", "push", "select_files"]
 
@@ -56,17 +61,48 @@ def _resolve_folder(model: str | os.PathLike) -> Path:
     return path
 
 
+def _links(folder: Path) -> list[str]:
+    """Symbolic links anywhere under ``folder`` (files and folders, not followed), as POSIX paths relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink():
+                found.append(p.relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def _allowed(rel: str) -> bool:
+    return any(fnmatch.fnmatchcase(rel, pat) for pat in ALLOWED_PATTERNS)
+
+
 def select_files(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """(files to upload, files skipped), as sorted POSIX paths relative to ``folder``; README.md is regenerated."""
+    """(files to upload, files skipped), as sorted POSIX paths relative to ``folder``; README.md is regenerated.
+
+    Only regular files inside the folder go up: a symbolic link (or a file reached through a linked folder) is
+    refused with a :class:`PushError` when its name is on the allow-list -- a link named like a weights file can
+    point at a token -- and skipped otherwise.
+    """
     folder = Path(folder)
-    upload, skipped = [], []
+    root = folder.resolve()
+    links = _links(folder)
+    bad = [rel for rel in links if _allowed(rel) or any(pat.startswith(rel + "/") for pat in ALLOWED_PATTERNS)]
+    if bad:
+        raise PushError(
+            f"{folder}: {', '.join(bad)} is a symbolic link; ptt-push uploads only regular files inside the folder "
+            "(replace the link with the file itself, e.g. re-export the pipeline)"
+        )
+    upload, skipped = [], [f"{rel} (symbolic link)" for rel in links]
     for p in sorted(folder.rglob("*")):
-        if not p.is_file():
+        if p.is_symlink() or not p.is_file():
             continue
         rel = p.relative_to(folder).as_posix()
+        if not p.resolve().is_relative_to(root):  # reached through a linked folder: outside the pipeline
+            skipped.append(f"{rel} (outside the folder)")
+            continue
         if rel == "README.md":
             continue  # replaced by a freshly written card
-        (upload if any(fnmatch.fnmatchcase(rel, pat) for pat in ALLOWED_PATTERNS) else skipped).append(rel)
+        (upload if _allowed(rel) else skipped).append(rel)
     missing = [r for r in REQUIRED if r not in upload]
     if not any(r.startswith("unet/") and r.endswith(".safetensors") for r in upload):
         missing.append("unet/diffusion_pytorch_model.safetensors")
@@ -115,6 +151,7 @@ def push(
     private: bool = False,
     dry_run: bool = False,
     grid: bool = True,
+    dataset_repo: str | None = None,
     commit_message: str = "Upload ptt-faces DDPM pipeline",
 ) -> dict:
     """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
@@ -128,14 +165,20 @@ def push(
     grid_bytes = _sample_grid_png(folder) if sample_grid and not dry_run else None
     has_grid = GRID_NAME in upload or sample_grid
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    card = card_text(
-        metrics=read_metrics(None, folder), config=read_config(None, folder), has_grid=has_grid, unet_config=unet_cfg
-    )
+    metrics, config = read_metrics(None, folder), read_config(None, folder)
+    card = card_text(metrics=metrics, config=config, has_grid=has_grid, unet_config=unet_cfg,
+                     dataset_repo=dataset_repo, model_name=repo.split("/")[1])  # fmt: skip
+    # what the folder's config and metrics say about this machine (run dirs, home folders) stays here
+    rewritten = {
+        "training_config.yaml": yaml.safe_dump(scrub_paths(config), sort_keys=False, allow_unicode=True)
+        if config is not None else None,
+        "metrics.json": json.dumps(scrub_paths(metrics), indent=2) if metrics is not None else None,
+    }  # fmt: skip
     files = sorted(upload + ["README.md"] + ([GRID_NAME] if sample_grid else []))
     summary = {
         "repo": repo,
         "private": private,
-        "folder": str(folder),
+        "folder": str(folder),  # printed here, never uploaded
         "files": files,
         "skipped": skipped,
         "dry_run": dry_run,
@@ -146,7 +189,12 @@ def push(
     token = _token()
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in upload]
+    ops = [
+        CommitOperationAdd(path_in_repo=rel, path_or_fileobj=rewritten[rel].encode("utf-8"))
+        if rewritten.get(rel) is not None
+        else CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel))
+        for rel in upload
+    ]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     if grid_bytes is not None:
         ops.append(CommitOperationAdd(path_in_repo=GRID_NAME, path_or_fileobj=grid_bytes))
@@ -168,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--dry-run", action="store_true", help="list the files and print the card; upload nothing")
     p.add_argument("--no-grid", action="store_true", help="do not sample a grid when the folder has none")
+    p.add_argument("--dataset", default=None, help="USER/NAME of the dataset repo it was trained on (card link)")
     a = p.parse_args(argv)
     try:
-        s = push(a.model, a.repo, private=a.private, dry_run=a.dry_run, grid=not a.no_grid)
+        s = push(a.model, a.repo, private=a.private, dry_run=a.dry_run, grid=not a.no_grid, dataset_repo=a.dataset)
     except PushError as exc:
         print(f"ptt-push: error: {exc}", file=sys.stderr)
         return 2
@@ -182,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in s["files"]:
         print(f"  + {f}")
     for f in s["skipped"]:
-        print(f"  - {f} (not on the allow-list: never uploaded)")
+        print(f"  - {f}" + ("" if f.endswith(")") else " (not on the allow-list: never uploaded)"))
     if s.get("url"):
         print(f"ptt-push: {s['url']}")
     return 0

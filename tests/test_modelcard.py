@@ -63,8 +63,8 @@ def test_comparable_fid_goes_into_model_index_without_label(pipeline, tmp_path):
     Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(grid_png)
     text = write_model_card(pipeline, metrics=metrics, sample_grid=grid_png).read_text()
     front = _front_matter(text)
-    assert front["model-index"][0]["results"][0]["metrics"][0] == {"type": "fid", "value": 12.346,
-                                                                   "name": "FID (clean-fid)"}  # fmt: skip
+    fid = front["model-index"][0]["results"][0]["metrics"][0]
+    assert fid == {"type": "fid", "value": 12.346, "name": "FID (clean-fid)", "config": "clean"}
     assert SUBSTITUTE_LABEL not in text and "| FID | 12.346 |" in text and "# ptt-faces: 16x16 face DDPM" in text
     assert (pipeline / "sample_grid.png").read_bytes() == grid_png.read_bytes()
 
@@ -82,3 +82,51 @@ def test_falls_back_to_files_in_the_folder(pipeline):
 def test_missing_folder_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such pipeline folder"):
         write_model_card(tmp_path / "nope")
+
+
+def _round_trip(text: str):
+    """The card as huggingface_hub reads it (raises on a model-index it cannot parse)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard(text).data
+
+
+def test_every_card_round_trips_through_huggingface_hub_model_card(pipeline):
+    from evaluation.modelcard import card_data
+
+    comparable = dict(SUBSTITUTE_METRICS, comparable=True, feature_extractor="inception-v3-torchscript (clean-fid)")
+    comparable.pop("note")
+    for metrics, dataset_repo in ((comparable, "me/ptt-beauty-faces"), (comparable, None), (SUBSTITUTE_METRICS, None),
+                                  (None, "me/ptt-beauty-faces")):  # fmt: skip
+        text = write_model_card(pipeline, metrics=metrics, dataset_repo=dataset_repo).read_text()
+        data = _round_trip(text)
+        expected = card_data(metrics=metrics, dataset_repo=dataset_repo)
+        assert data.to_dict() == expected.to_dict()
+        assert data.library_name == "diffusers" and data.pipeline_tag == "unconditional-image-generation"
+        assert data.license == "mit" and "ddpm" in data.tags
+        assert data.datasets == ([dataset_repo] if dataset_repo else None)
+        if metrics is comparable:
+            fid, kid = data.eval_results
+            assert (fid.metric_type, fid.metric_value, kid.metric_type, kid.metric_value) == ("fid", 12.346, "kid",
+                                                                                              0.01235)  # fmt: skip
+            assert fid.dataset_split == "test" and fid.task_type == "unconditional-image-generation"
+            assert fid.dataset_type == (dataset_repo or "ptt-beauty-faces")
+            assert data.eval_results == expected.eval_results
+        else:
+            assert data.eval_results is None  # substitute (or no) figures are never published as FID results
+
+
+def test_the_dataset_link_comes_from_the_config_hub_dataset(pipeline):
+    text = write_model_card(pipeline, config="data:\n  hub_dataset: me/faces-64\n").read_text()
+    assert _round_trip(text).datasets == ["me/faces-64"]
+    assert "(https://huggingface.co/datasets/me/faces-64)" in text
+
+
+def test_no_local_absolute_path_in_the_card(pipeline, tmp_path):
+    home = str(tmp_path / "home" / "me")
+    config = (f"run_dir: {home}/runs/seed001\ndata:\n  dataset_dir: {home}/curated/dataset\n"
+              f"refine:\n  lpips_backbone_path: {home}/.cache/alexnet.pth\n")  # fmt: skip
+    metrics = dict(SUBSTITUTE_METRICS, ref=f"{home}/curated/dataset:test")
+    text = write_model_card(pipeline, metrics=metrics, config=config).read_text()
+    assert home not in text and str(tmp_path) not in text
+    assert "`dataset:test`" in text and "dataset `dataset`" in text and "run_dir: seed001" in text
