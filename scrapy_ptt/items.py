@@ -39,7 +39,7 @@ naming the file, the line and the fix. Example::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.fileio import iter_jsonl
@@ -80,6 +80,7 @@ class PostItem:
     image_urls: list[str]
     images: list[dict] | None = None  # None = downloads off; the feed then leaves the field out
     image_failures: list[dict] | None = None
+    bad_image_urls: list[str] = field(default_factory=list)  # malformed image links: the pipeline fails them (bad_url)
 
     def to_record(self) -> dict:
         """The feed record: contract fields in order, download fields only when downloads ran."""

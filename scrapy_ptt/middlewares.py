@@ -16,10 +16,11 @@ Example (settings.py)::
 
 from __future__ import annotations
 
+import asyncio
+
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
 
 from scrapy_ptt.netguard import resolve_block_reason, url_host, url_literal_block_reason
 
@@ -77,6 +78,11 @@ class PrivateHostGuardMiddleware:
     (``http://example.com/a.jpg`` -> ``302 http://127.0.0.1/...``) is refused too; the pipeline's own check only
     sees the URL in the post. Applies to requests with ``meta["ptt_guard_host"]``; off when
     ``PTT_ALLOW_PRIVATE_HOSTS`` is true.
+
+    Literal addresses and localhost names are refused here. A host name is judged where it is connected to, by
+    ``scrapy_ptt.resolver.GuardedResolver`` (so a name that re-resolves differently is caught); only names that
+    resolver trusts (``PTT_BASE_URL``'s host), or every name when another resolver is installed, are looked up
+    here, and anything but a clean answer (``dns_error`` too) is refused: fail closed.
     """
 
     def __init__(self, crawler):
@@ -91,13 +97,38 @@ class PrivateHostGuardMiddleware:
     async def process_request(self, request):
         if self.allow_private or not request.meta.get("ptt_guard_host"):
             return None
+        from scrapy_ptt.resolver import installed_guard
+
         host = url_host(request.url)
-        if host not in self._verdicts:
-            reason = url_literal_block_reason(request.url)
-            if reason is None:
-                reason = await maybe_deferred_to_future(deferToThread(resolve_block_reason, request.url))
-            self._verdicts[host] = reason
-        if self._verdicts[host] == "private_host":
+        reason = url_literal_block_reason(request.url)
+        guard = installed_guard()
+        if reason is None and host is not None and (guard is None or guard.is_trusted(host)):
+            if host not in self._verdicts:
+                if guard is not None:
+                    verdict = await maybe_deferred_to_future(guard.block_reason(host, trusting=False))
+                else:  # the project's asyncio reactor: a thread of asyncio's pool, off the event loop
+                    verdict = await asyncio.to_thread(resolve_block_reason, request.url)
+                self._verdicts[host] = verdict
+            reason = self._verdicts[host]
+        if reason is not None:
             self.crawler.stats.inc_value("ptt/images/blocked_at_download")
-            raise PrivateHostBlocked(f"private_host: {request.url}")
+            raise PrivateHostBlocked(f"{reason}: {request.url}")
+        return None
+
+    def process_exception(self, request, exception):
+        """A connection the resolver refused (its lookup answered a private address) is a ``private_host``
+        refusal of this request, redirect target included, not a DNS failure."""
+        from scrapy.exceptions import CannotResolveHostError
+        from twisted.internet.error import DNSLookupError
+
+        from scrapy_ptt.resolver import installed_guard
+
+        if not request.meta.get("ptt_guard_host") or not isinstance(
+            exception, CannotResolveHostError | DNSLookupError
+        ):
+            return None
+        guard = installed_guard()
+        if guard is not None and guard.verdicts.get(url_host(request.url) or "") == "private_host":
+            self.crawler.stats.inc_value("ptt/images/blocked_at_download")
+            raise PrivateHostBlocked(f"private_host: {request.url}") from exception
         return None

@@ -2,9 +2,9 @@
 (post authors choose image URLs, so an unchecked fetch could reach the crawling machine's own network).
 
 Pure helpers: ``blocked_reason_for_ip`` judges one address; ``host_block_reason`` judges a URL's host given the
-addresses it resolves to (the caller resolves, off the reactor thread). Hostnames are checked by resolution
-when the URL is queued; a host that re-resolves differently between the check and the fetch (DNS rebinding)
-is not caught.
+addresses it resolves to (the caller resolves, off the reactor thread). A name is judged again where it is
+connected to, by ``scrapy_ptt.resolver.GuardedResolver`` (Scrapy's ``TWISTED_DNS_RESOLVER``), so a host that
+re-resolves differently between the check and the fetch (DNS rebinding) is refused too.
 
 Example::
 

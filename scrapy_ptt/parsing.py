@@ -135,6 +135,7 @@ def normalise_image_url(url: str | None, imgur_base: str = DEFAULT_IMGUR_BASE) -
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
     except ValueError:
         return None
     if parts.scheme.lower() not in ("http", "https") or not host:
@@ -168,17 +169,41 @@ def dedupe(urls: list[str]) -> list[str]:
 # ---------------------------------------------------------------- lxml plumbing
 
 
-def _parse_html(html: str | bytes):
-    """An lxml root, or None for input lxml cannot make a tree of."""
+def _parse_html(html: str | bytes, problems: list[str] | None = None):
+    """An lxml root, or None for input lxml cannot make a tree of. libxml2 stops at a text node over 10 MB or
+    nesting deeper than 256 (its defences against memory bombs, kept on): the rest of the page is then missing
+    from the tree, and the parser's message is appended to ``problems``."""
     if isinstance(html, bytes):
         html = html.decode("utf-8", errors="replace")
     html = html.replace("\x00", "")
     if not html.strip():
         return None
+    parser = lxml.html.HTMLParser()
     try:
-        return lxml.html.document_fromstring(html)
+        root = lxml.html.document_fromstring(html, parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return None
+    if problems is not None:
+        for err in parser.error_log:
+            if err.type_name == "ERR_RESOURCE_LIMIT":
+                problems.append(err.message.strip())
+    return root
+
+
+def looks_like_image_link(href: str | None) -> bool:
+    """A link whose path ends like an image file, whatever else is wrong with it (a malformed host or port)."""
+    return bool(href) and bool(re.search(r"\.(?:jpe?g|png|gif)(?:[?#:].*)?$", href.strip(), re.IGNORECASE))
+
+
+def _absolute(base_url: str, href: str) -> str | None:
+    """``href`` made absolute against ``base_url``; None when the URL is malformed (``http://[bad``, a port
+    ``:abc`` or ``:99999``)."""
+    try:
+        url = urljoin(base_url, href) if base_url else href
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return None
+    return url
 
 
 def _classes(el) -> set[str]:
@@ -331,6 +356,8 @@ class Article:
     push_image_urls: list[str] = field(default_factory=list)
     signature_image_urls: list[str] = field(default_factory=list)
     non_image_links: list[str] = field(default_factory=list)
+    bad_image_urls: list[str] = field(default_factory=list)  # image links too malformed to fetch, as written
+    parse_problems: list[str] = field(default_factory=list)  # parser limits hit: the page after them is missing
 
     @property
     def image_urls(self) -> list[str]:
@@ -439,7 +466,7 @@ def _signature_start(text: str) -> int | None:
 
 def parse_article(html: str | bytes, base_url: str = "", imgur_base: str = DEFAULT_IMGUR_BASE) -> Article:
     art = Article()
-    root = _parse_html(html)
+    root = _parse_html(html, art.parse_problems)
     if root is None:
         return art
     main = _find_main(root)
@@ -463,7 +490,13 @@ def parse_article(html: str | bytes, base_url: str = "", imgur_base: str = DEFAU
     for pos, href in links:
         if pos < start or pos >= cut:
             continue
-        absolute = urljoin(base_url, href) if base_url else href
+        absolute = _absolute(base_url, href)
+        if absolute is None:  # one malformed link fails alone; the post and its other links stay
+            if looks_like_image_link(href) and not (sig is not None and pos >= sig):
+                art.bad_image_urls.append(href.strip())
+            else:
+                art.non_image_links.append(href)
+            continue
         img = normalise_image_url(absolute, imgur_base)
         if img is None:
             art.non_image_links.append(absolute)
@@ -493,9 +526,12 @@ def _parse_pushes(main, art: Article, base_url: str, imgur_base: str) -> None:
             continue
         for a in content.iter("a"):
             href = a.get("href")
-            img = normalise_image_url(urljoin(base_url, href) if base_url else href, imgur_base) if href else None
+            absolute = _absolute(base_url, href) if href else None
+            img = normalise_image_url(absolute, imgur_base) if absolute else None
             if img:
                 urls.append(img)
+            elif href and absolute is None and looks_like_image_link(href):
+                art.bad_image_urls.append(href.strip())
     art.push_image_urls = dedupe(urls)
 
 

@@ -13,7 +13,9 @@ only when ``IMAGES_STORE`` is set. Per image it checks, and on failure records `
 ``dns_error``, ``http_<status>``, ``imgur_removed``, ``empty``, ``content_type`` (not ``image/*``),
 ``too_large`` (over ``PTT_IMAGE_MAX_BYTES``), ``decompression_bomb`` (over ``PTT_IMAGE_MAX_PIXELS``),
 ``decode_error`` (Pillow cannot decode it), ``format`` (not JPEG/PNG/GIF), ``filtered`` (robots.txt),
-``download_error`` (connection failures after retries); with the optional download-time filter
+``redirect_loop`` (more redirects than ``REDIRECT_MAX_TIMES``), ``bad_url`` (a malformed link: ``http://[bad``,
+a port ``:abc`` or ``:99999``), ``bad_host``, ``download_error`` (connection failures after retries); with the
+optional download-time filter
 (``-s PTT_FACE_FILTER=True``, ``-s PTT_MIN_BLUR_VAR=100``; the class named by ``PTT_PHOTO_FILTER``, by default
 curation's ``curation.download_filter.PhotoFilter``) also ``no_face``, ``blurry``.
 
@@ -35,12 +37,13 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy import Request
-from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.exceptions import CannotResolveHostError, IgnoreRequest, NotConfigured
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.defer import DeferredList
+from twisted.internet.error import DNSLookupError
 from twisted.internet.threads import deferToThread
 
 from scrapy_ptt.items import PostItem
@@ -88,6 +91,25 @@ def image_reject_reason(body: bytes, content_type: str, *, max_bytes: int, max_p
     return None
 
 
+def failure_reason(exc: BaseException, url: str) -> str:
+    """The ``image_failures`` reason for a download that raised ``exc`` (after Scrapy's retries)."""
+    from scrapy_ptt.resolver import installed_guard
+
+    text = str(exc).lower()
+    if isinstance(exc, PrivateHostBlocked):  # "<reason>: <url>" from the guard middleware
+        return str(exc).split(":", 1)[0] or "private_host"
+    if isinstance(exc, IgnoreRequest):
+        return "redirect_loop" if "redirect" in text else "filtered"  # else robots.txt or offsite
+    if isinstance(exc, CannotResolveHostError | DNSLookupError):
+        guard = installed_guard()
+        verdict = guard.verdicts.get(url_host(url) or "") if guard is not None else None
+        return verdict or "dns_error"  # private_host when the connection's own lookup answered a private address
+    if "max size" in text or "maxsize" in text:  # Scrapy's "larger than download max size (N)"
+        return "too_large"
+    log.warning("image %s failed: %s: %s", url, type(exc).__name__, exc)
+    return "download_error"
+
+
 class PttImagesPipeline(FilesPipeline):
     FILES_URLS_FIELD = "image_urls"
     FILES_RESULT_FIELD = "images"
@@ -115,16 +137,22 @@ class PttImagesPipeline(FilesPipeline):
         if adapter.get("keyword") and not adapter.get("keyword_match"):
             adapter["images"], adapter["image_failures"] = [], []
             return item
-        failures: list[dict] = []
+        failures: list[dict] = [{"url": u, "reason": "bad_url"} for u in adapter.get("bad_image_urls") or []]
         allowed: list[str] = []
+        requests: list[Request] = []
+        meta = {"download_maxsize": self.max_bytes, "ptt_guard_host": True}  # guard re-checks redirect targets
         for url in adapter.get("image_urls") or []:
+            try:  # a malformed URL (bad port, bad IPv6 literal) fails alone, never the whole post
+                request = Request(url, callback=NO_CALLBACK, meta=dict(meta))
+            except ValueError:
+                failures.append({"url": url, "reason": "bad_url"})
+                continue
             reason = await self._host_reason(url)
             if reason:
                 failures.append({"url": url, "reason": reason})
             else:
                 allowed.append(url)
-        meta = {"download_maxsize": self.max_bytes, "ptt_guard_host": True}  # guard re-checks redirect targets
-        requests = [Request(u, callback=NO_CALLBACK, meta=dict(meta)) for u in allowed]
+                requests.append(request)
         info = self.spiderinfo
         coros = [self._process_request(r, info, item) for r in requests]
         outcomes = await maybe_deferred_to_future(
@@ -147,17 +175,24 @@ class PttImagesPipeline(FilesPipeline):
         return item
 
     async def _host_reason(self, url: str) -> str | None:
-        """Judge each host once: resolve it off the reactor thread, refuse private addresses unless allowed.
+        """Judge each host once: resolve it, refuse private addresses unless allowed.
 
-        The lookup runs even when private hosts are allowed, so a host that does not resolve fails at once
-        (``dns_error``) instead of through retries.
+        The lookup goes through the crawler's resolver (``scrapy_ptt.resolver.GuardedResolver``, the one the
+        connection uses; the connection's own lookup is judged again, so a name that re-resolves to a private
+        address is still refused). It runs even when private hosts are allowed, so a host that does not resolve
+        fails at once (``dns_error``) instead of through retries.
         """
+        from scrapy_ptt.resolver import installed_guard
+
         host = url_host(url)
         if host is None:
             return "bad_host"
         if host not in self._host_verdicts:
             reason = url_literal_block_reason(url)
-            if reason is None:
+            guard = installed_guard()
+            if reason is None and guard is not None:
+                reason = await maybe_deferred_to_future(guard.block_reason(host))
+            elif reason is None:
                 reason = await maybe_deferred_to_future(deferToThread(resolve_block_reason, url))
             self._host_verdicts[host] = reason
         reason = self._host_verdicts[host]
@@ -186,13 +221,7 @@ class PttImagesPipeline(FilesPipeline):
         if isinstance(exc, ImageRejected):
             log.info("image %s rejected: %s", request.url, exc)
             raise exc
-        if isinstance(exc, PrivateHostBlocked):
-            raise ImageRejected("private_host") from exc
-        if isinstance(exc, IgnoreRequest):
-            raise ImageRejected("filtered") from exc
-        reason = "too_large" if "maxsize" in str(exc).lower() else "download_error"
-        log.warning("image %s failed: %s: %s", request.url, type(exc).__name__, exc)
-        raise ImageRejected(reason) from exc
+        raise ImageRejected(failure_reason(exc, request.url)) from exc
 
     def file_path(self, request, response=None, info=None, *, item=None) -> str:
         ext = request.url.rsplit(".", 1)[-1].lower()

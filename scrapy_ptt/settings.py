@@ -8,6 +8,9 @@ Project settings (ours):
 - ``IMAGES_STORE``: a folder; setting it turns image downloads on (``full/<sha1(url)>.<ext>`` inside).
 - ``PTT_ALLOW_PRIVATE_HOSTS`` (default False): allow image URLs on loopback/private/link-local/multicast hosts
   (post authors choose image URLs; only the demo and tests, whose mirror is on 127.0.0.1, turn this on).
+- ``PTT_DNS_SERVERS`` (default unset = the system resolver): a list of
+  ``host:port`` DNS servers for every lookup. Every connection goes through ``scrapy_ptt.resolver.GuardedResolver``
+  (``TWISTED_DNS_RESOLVER``), which refuses names that answer a private address when they are connected to.
 - ``PTT_IMAGE_MAX_BYTES`` (default 20 MiB), ``PTT_IMAGE_MAX_PIXELS`` (default 50 M, Pillow's bomb guard).
 - ``PTT_FACE_FILTER`` (default False) and ``PTT_MIN_BLUR_VAR`` (default 0 = off): drop downloaded photos with no
   face (curation's RetinaFace detector) or a Laplacian variance under the threshold, to save disk; the filter
@@ -30,6 +33,8 @@ COMMANDS_MODULE = "scrapy_ptt.commands"  # `scrapy crawl` checks ptt_beauty argu
 PTT_BASE_URL = "https://www.ptt.cc"
 PTT_IMGUR_BASE = "https://i.imgur.com"
 PTT_ALLOW_PRIVATE_HOSTS = False
+PTT_DNS_SERVERS: list[str] = []
+TWISTED_DNS_RESOLVER = "scrapy_ptt.resolver.GuardedResolver"  # judges the addresses actually connected to
 PTT_IMAGE_MAX_BYTES = 20 * 1024 * 1024  # larger than any photo PTT posters link; stops runaway downloads
 PTT_IMAGE_MAX_PIXELS = 50_000_000  # Pillow decompression-bomb guard (its own default warns at ~89 M)
 PTT_MAX_INDEX_PAGES = 0

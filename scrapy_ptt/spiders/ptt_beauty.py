@@ -262,6 +262,12 @@ class PttBeautySpider(scrapy.Spider):
             self.crawler.stats.inc_value("ptt/posts/skipped/not_html")
             return
         art = parse_article(html, self.base_url, self.imgur_base)
+        for problem in art.parse_problems:  # libxml2's limits: the page after that point is not in the tree
+            self.crawler.stats.inc_value("ptt/posts/parse_limit")
+            self.logger.warning("%s: %s; the body and images after that point are missing", response.url, problem)
+        if art.bad_image_urls:
+            self.crawler.stats.inc_value("ptt/links/malformed", len(art.bad_image_urls))
+            self.logger.warning("%s: malformed image links %s (recorded as bad_url)", response.url, art.bad_image_urls)
         when = published_at(row["article_id"])
         match = []
         if self.keyword:
@@ -284,6 +290,7 @@ class PttBeautySpider(scrapy.Spider):
             keyword=self.keyword,
             keyword_match=match,
             image_urls=art.image_urls,
+            bad_image_urls=art.bad_image_urls,
         )
 
     def closed(self, reason):
