@@ -52,7 +52,7 @@ def _push(argv: list[str]) -> int:
         url = push_dataset(args.out_dir, args.repo, private=args.private)
     except PushError as exc:
         return _fail(str(exc))
-    print(f"pushed {args.out_dir}/dataset to {url}")
+    print(f"pushed {args.out_dir}/dataset to {url}" + (" (private)" if args.private else ""))
     return 0
 
 

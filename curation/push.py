@@ -1,8 +1,11 @@
 """Push a curated dataset to the Hugging Face Hub with a dataset card.
 
 The ``save_to_disk`` folder is converted to one Parquet file per split (``data/<split>-00000-of-00001.parquet``,
-the layout ``datasets.load_dataset(repo)`` reads), written beside a ``README.md`` card (counts, filters,
-thresholds, sources, a note on the people in the photos) and ``curation_report.json``, then uploaded with
+the layout ``datasets.load_dataset(repo)`` reads, images embedded), written beside a ``README.md`` card (front
+matter through ``huggingface_hub.DatasetCardData`` with ``dataset_info`` -- features, splits, sizes -- and
+``configs`` as ``DatasetDict.push_to_hub`` writes them; counts, filters, thresholds, sources, a note on the people
+in the photos) and ``curation_report.json`` (local paths made relative to the output folder, or names only).
+Symbolic links in ``dataset/`` or as the report are refused. The folder is uploaded with
 ``huggingface_hub.HfApi.upload_folder``. The token comes from ``huggingface-cli login`` or ``HF_TOKEN``
 (huggingface_hub's own lookup); it is never printed or logged.
 
@@ -19,33 +22,62 @@ import json
 import shutil
 from pathlib import Path
 
-__all__ = ["PushError", "build_card", "stage_upload", "push_dataset"]
+from huggingface_hub import DatasetCardData
+
+from common.hub import hub_offline
+from common.paths import scrub_paths
+
+__all__ = ["PushError", "build_card", "card_data", "stage_upload", "push_dataset"]
 
 
 class PushError(RuntimeError):
     """The push cannot proceed; the message says why and what to do."""
 
 
-def build_card(report: dict, repo_id: str) -> str:
-    """Dataset card (YAML header + markdown) from a curation report."""
+def _size_category(n: int) -> str:
+    """The Hub's size_categories bucket for ``n`` rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+def card_data(report: dict, dataset_info=None) -> DatasetCardData:
+    """The card's front matter as ``huggingface_hub.DatasetCardData``.
+
+    ``dataset_info`` (a ``datasets.DatasetInfo`` with features, splits and sizes) is written the way
+    ``DatasetDict.push_to_hub`` writes it (``DatasetInfosDict.to_dataset_card_data``), beside the ``configs`` entry
+    that maps each split to its Parquet file.
+    """
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+
+    kept = report.get("faces", {}).get("kept", 0)
+    data = DatasetCardData(
+        license="other",
+        task_categories=["unconditional-image-generation"],
+        size_categories=[_size_category(kept)],
+        pretty_name="PTT Beauty faces (64x64, aligned)",
+        tags=["faces", "ptt-faces", "image"],
+    )
+    splits = list(dataset_info.splits) if dataset_info is not None and dataset_info.splits else ["train", "test"]
+    if dataset_info is not None:
+        DatasetInfosDict({"default": dataset_info}).to_dataset_card_data(data)
+    files = [{"split": split, "path": f"data/{split}-*"} for split in splits]
+    MetadataConfigs({"default": {"data_files": files}}).to_dataset_card_data(data)
+    return data
+
+
+def build_card(report: dict, repo_id: str, data: DatasetCardData | None = None) -> str:
+    """Dataset card (YAML front matter from :func:`card_data` + markdown) from a curation report."""
     faces = report.get("faces", {})
     photos = report.get("photos", {})
     rej = {k: v for k, v in report.get("rejected", {}).items() if v}
     th = report.get("thresholds", {})
+    data = data if data is not None else card_data(report)
     lines = [
         "---",
-        "license: other",
-        "task_categories:",
-        "- unconditional-image-generation",
-        "size_categories:",
-        "- n<1K" if faces.get("kept", 0) < 1000 else "- 1K<n<10K" if faces.get("kept", 0) < 10000 else "- 10K<n<100K",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        "    path: data/train-*",
-        "  - split: test",
-        "    path: data/test-*",
+        data.to_yaml(),
         "---",
         "",
         f"# {repo_id}",
@@ -97,26 +129,56 @@ def build_card(report: dict, repo_id: str) -> str:
     return "\n".join(lines)
 
 
+def _refuse_links(out: Path, paths: list[Path]) -> None:
+    """Only regular files inside ``out`` go up: a link (or a file resolving outside) could carry a token along."""
+    root = out.resolve()
+    for p in paths:
+        for q in [p, *(f for f in p.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            if q.is_symlink() or not q.resolve().is_relative_to(root):
+                raise PushError(
+                    f"{q}: a symbolic link (or outside {out}); ptt-curate push uploads only regular files written by "
+                    "ptt-curate: replace it with the file itself or rerun ptt-curate"
+                )
+
+
 def stage_upload(out_dir: str | Path, stage_dir: str | Path, *, repo_id: str) -> Path:
-    """Write the upload folder (Parquet per split, README.md, curation_report.json) into ``stage_dir``."""
+    """Write the upload folder (Parquet per split, README.md, curation_report.json) into ``stage_dir``.
+
+    Images are embedded in the Parquet files as ``push_to_hub`` does (bytes, file names only); the report goes up
+    with local paths relative to the output folder or reduced to names (``common.paths.scrub_paths``).
+    """
     out = Path(out_dir)
     ds_dir = out / "dataset"
     report_path = out / "curation_report.json"
     if not ds_dir.is_dir() or not report_path.is_file():
         raise PushError(f"{out}: no dataset/ or curation_report.json; run ptt-curate ... out={out} first")
+    _refuse_links(out, [ds_dir, report_path])
     import datasets
-    from datasets import load_from_disk
+    from datasets import DatasetInfo, SplitDict, SplitInfo, load_from_disk
+    from datasets.table import embed_table_storage
 
     datasets.disable_progress_bars()
     dd = load_from_disk(str(ds_dir))
     stage = Path(stage_dir)
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "data").mkdir(parents=True)
+    features = next(iter(dd.values())).features
+    info = DatasetInfo(features=features, splits=SplitDict(), download_size=0, dataset_size=0)
     for split, ds in dd.items():
-        ds.to_parquet(str(stage / "data" / f"{split}-00000-of-00001.parquet"))
+        nbytes = ds._estimate_nbytes()  # what push_to_hub records as the split's num_bytes
+        embedded = ds.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        parquet = stage / "data" / f"{split}-00000-of-00001.parquet"
+        embedded.to_parquet(str(parquet))
+        info.splits.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=len(ds)))
+        info.download_size += parquet.stat().st_size
+        info.dataset_size += nbytes
+    info.size_in_bytes = info.download_size + info.dataset_size
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    (stage / "README.md").write_text(build_card(report, repo_id), encoding="utf-8")
-    shutil.copy(report_path, stage / "curation_report.json")
+    public_report = scrub_paths(report, base=out)
+    (stage / "README.md").write_text(build_card(public_report, repo_id, card_data(report, info)), encoding="utf-8")
+    (stage / "curation_report.json").write_text(
+        json.dumps(public_report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return stage
 
 
@@ -124,6 +186,8 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
     """Upload; returns the dataset URL. Raises PushError with the reason when offline or not logged in."""
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise PushError(f"--repo {repo_id!r}: expected USER/NAME")
+    if hub_offline():
+        raise PushError("HF_HUB_OFFLINE=1 is set: the Hub cannot be reached; unset it on a connected machine")
     import importlib
     import tempfile
 
@@ -141,7 +205,7 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
         stage = stage_upload(out_dir, Path(tmp) / "stage", repo_id=repo_id)
         api = HfApi()
         try:
-            api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
+            url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
             api.upload_folder(
                 folder_path=str(stage), repo_id=repo_id, repo_type="dataset", commit_message="ptt-curate push"
             )
@@ -164,4 +228,4 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
             raise PushError(f"the Hub answered an error pushing {repo_id}: {str(exc).splitlines()[0]}") from None
         except net_errors as exc:
             raise PushError(f"cannot reach the Hub ({type(exc).__name__}); check the network and retry") from None
-    return f"https://huggingface.co/datasets/{repo_id}"
+    return str(url)
