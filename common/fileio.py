@@ -110,10 +110,16 @@ def atomic_replace_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def iter_jsonl(path: Path, bad_line: Callable[[int, str], Exception]) -> Iterator[tuple[int, object]]:
-    """``(line number, decoded value)`` of each non-blank line; ``bad_line(lineno, json_error_msg)`` is raised
-    for a line that is not JSON."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    """``(line number, decoded value)`` of each non-blank line; ``bad_line(lineno, message)`` is raised for a line
+    that is not JSON or not UTF-8 (invalid bytes, or a character cut short at the end of the file)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise bad_line(
+                    lineno, f"not UTF-8: byte {exc.start + 1} of the line is {raw[exc.start]:#04x}"
+                ) from None
             if not line.strip():
                 continue
             try:

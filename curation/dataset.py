@@ -54,6 +54,8 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -118,7 +120,13 @@ def read_feed(feed: Path) -> tuple[list[PhotoRef], int]:
     posts = 0
     for rec in records:
         posts += 1
-        for img in rec.get("images") or []:
+        images = rec.get("images") or []
+        if not isinstance(images, list):
+            raise CurationError(
+                f'{feed}: post {rec["article_id"]}: "images" is {images!r}, not a list of {{url, path}}; '
+                "is this a ptt_beauty feed (docs/contracts.md section 1)? crawl it again"
+            )
+        for img in images:
             if not isinstance(img, dict) or not img.get("path"):
                 continue
             refs.append(
@@ -131,6 +139,17 @@ def read_feed(feed: Path) -> tuple[list[PhotoRef], int]:
                 )
             )
     return refs, posts
+
+
+def store_relative(rel_path: str, store: Path) -> bool:
+    """True when ``rel_path`` (a feed's ``images[].path``) names a file inside the resolved image store ``store``:
+    relative, no ``..`` climbing out, no symlink leading out."""
+    if not rel_path or Path(rel_path).is_absolute() or rel_path.startswith(("/", "\\")) or ":" in rel_path[:3]:
+        return False
+    try:
+        return (store / rel_path).resolve().is_relative_to(store)
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False
 
 
 def load_review(path: Path) -> set[str]:
@@ -151,7 +170,36 @@ def load_review(path: Path) -> set[str]:
 _STATE: dict[str, Any] = {}  # per-process detector / gender model, built on first need
 
 
-def _init_worker(cfg_json: str, threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit when the process that started it dies, even by ``kill -9`` or the OOM killer (which
+    give the pool no chance to stop its workers): an orphan would keep detecting forever and hold the parent's
+    stdout open, so ``ptt-curate ... | tee log`` would never return. Linux: the kernel sends SIGKILL on the
+    parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere: a thread polls the parent pid once a second."""
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watchdog below still works
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(cfg_json: str, threads: int, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     _STATE.clear()
     _STATE["cfg"] = CurationConfig.model_validate_json(cfg_json)
     _STATE["threads"] = threads
@@ -328,7 +376,7 @@ def _iter_results(tasks: list[tuple[str, str, dict | None]], cfg: CurationConfig
         else:
             ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
             with ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg_json, 1)
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg_json, 1, os.getpid())
             ) as pool:
                 try:
                     for r in pool.map(_worker, tasks, chunksize=max(1, min(8, len(tasks) // (workers * 4)))):
@@ -390,8 +438,15 @@ def hash_photos(refs: list[PhotoRef], posts: int, images: Path, cache_dir: Path,
     """Step 1: hash the bytes, so the same photo reposted (or linked twice) is processed once, and pick up each
     photo's cached detection (valid for this detector signature and cache version)."""
     photos = Photos(refs=sorted(refs, key=lambda r: (r.published_at, r.order)), posts=posts)
+    store = images.resolve()
     for ref in photos.refs:
         path = images / ref.rel_path
+        if not store_relative(ref.rel_path, store):
+            # never read a file the feed names outside IMAGES_STORE: it would end up in the pushed dataset
+            photos.rejects["outside_store"] += 1
+            photos.log.append({"path": ref.rel_path, "reason": "outside_store"})
+            log.warning("%s: images[].path outside the image store %s, refused", ref.rel_path, images)
+            continue
         try:
             data = path.read_bytes()
         except OSError:

@@ -59,6 +59,7 @@ REASONS = (
     "unreadable",  # corrupt, truncated, zero-byte, not an image
     "too_large",  # more pixels than max_image_pixels (decompression bomb guard)
     "missing_file",  # the feed points to a file that is not in the image store
+    "outside_store",  # the feed's images[].path is absolute or climbs out of the image store (../, a symlink)
     "duplicate_photo",  # same bytes as an earlier photo (exact hash)
     "no_face",  # the detector found no face with landmarks
     "small_face",
