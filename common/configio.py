@@ -97,9 +97,18 @@ def format_validation_error(err: ValidationError, source: str, overrides: list[s
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        # An error inside a key the command line set is blamed on that override, not on the file.
+        # An error inside a key the command line set is blamed on that override, not on the file; so is an error
+        # on a whole section (``model``, a cross-field rule at the root) whose message names a key an override set.
         item = next((v for k, v in by_key.items() if loc == k or loc.startswith(k + ".")), None)
-        where = f"command-line override {item!r}" if item is not None else source
+        if item is None:
+            section = "" if loc == "<root>" else loc + "."
+            named = [
+                v for k, v in by_key.items() if k.startswith(section) and re.search(rf"\b{re.escape(k)}\b", e["msg"])
+            ]
+            item = " ".join(repr(v) for v in named) if named else None
+            where = f"command-line override {item}" if item else source
+        else:
+            where = f"command-line override {item!r}"
         if e["type"] == "extra_forbidden":
             hint = "check its spelling against the defaults (--dry-run prints them)"
             lines.append(f"{where}: unknown key {loc!r}; {hint}")

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${DEMO_OUT:-demo_out}"
+# DEMO_TRAIN_ARGS: extra key=value overrides for the training stage (the README test runs the demo at tiny size).
+read -r -a TRAIN_ARGS <<< "${DEMO_TRAIN_ARGS:-}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 if [ -e "$OUT" ]; then echo "demo: removing the previous $OUT/ (each demo starts clean)"; rm -rf "$OUT"; fi
@@ -34,7 +36,8 @@ ptt-curate review "$OUT/curated" > "$OUT/review_page.txt"
 
 stage "3/5 train: accelerate launch training/train.py"
 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-  training/train.py --config configs/train/demo.yaml data.dataset_dir="$OUT/curated/dataset" run_dir="$OUT/run"
+  training/train.py --config configs/train/demo.yaml data.dataset_dir="$OUT/curated/dataset" run_dir="$OUT/run" \
+  ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}
 
 stage "4/5 sample: ptt-sample"
 ptt-sample --model "$OUT/run/pipeline" --num-images 16 --out "$OUT/samples" --scheduler ddim --steps 50 --seed 0

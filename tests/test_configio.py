@@ -88,3 +88,32 @@ def test_error_in_an_override_is_blamed_on_the_override_not_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(Cfg, path, ["optim.lrr=1"])
     assert "command-line override 'optim.lrr=1'" in str(err.value)
+
+
+def test_section_and_root_rule_errors_name_the_override_that_caused_them(tmp_path):
+    from training.config import load_train_config
+
+    path = tmp_path / "t.yaml"
+    path.write_text("data:\n  dataset_dir: d\ntrain:\n  max_steps: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:  # a bad model.* key is a section-level error in pydantic
+        load_train_config(path, ["model.bogus=1"])
+    assert str(err.value).startswith("command-line override 'model.bogus=1'") and str(path) not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # a cross-field rule at the root
+        load_train_config(path, ["refine.enabled=true", "refine.base_run_dir=r", "augment.enabled=true"])
+    assert "'augment.enabled=true'" in str(err.value) and str(path) not in str(err.value)
+    # the same section error coming from the file is still the file's, even with an unrelated override
+    path.write_text(path.read_text(encoding="utf-8") + "model:\n  bogus: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(path, ["model.norm_num_groups=8"])
+    assert str(err.value).startswith(f"{path}: model") and "override" not in str(err.value)
+
+
+def test_refine_turns_augmentation_off_in_the_saved_config():
+    from training.config import load_train_config
+
+    base = ["data.dataset_dir=d", "train.max_steps=2"]
+    assert load_train_config(None, base).augment.enabled is True
+    cfg = load_train_config(None, [*base, "refine.enabled=true", "refine.base_run_dir=r"])
+    assert cfg.augment.enabled is False and "enabled: false" in dump_config(cfg).split("augment:")[1].split("\n")[1]
+    cfg.train.max_steps = 3  # re-validation on assignment keeps it off and raises nothing
+    assert cfg.augment.enabled is False
