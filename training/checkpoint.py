@@ -7,7 +7,11 @@ objects registered for checkpointing: the EMA and :class:`RunState`), the run's 
 accumulation and seed that fix the data order).
 Every rank writes into ``.tmp-checkpoint-<step>``; the main process writes ``meta.json`` last and renames the
 folder, so a crash mid-write leaves only a ``.tmp-*`` folder that :func:`latest_checkpoint` never picks (the next
-save removes it). Resuming from an older checkpoint renames the newer ones ``abandoned-checkpoint-<step>``.
+save removes it). Rotation renames a checkpoint ``.deleting-checkpoint-<step>`` before removing it, so a kill
+mid-removal never leaves a half-deleted folder that looks complete. ``--resume latest`` takes the newest checkpoint
+whose files are whole (:func:`checkpoint_problem`: meta.json parses, every safetensors file is as long as its
+header says, every torch file's zip directory is readable) and names each damaged newer one in a warning.
+Resuming from an older checkpoint renames the newer ones ``abandoned-checkpoint-<step>``.
 
 Example::
 
@@ -26,7 +30,7 @@ import signal
 from pathlib import Path
 
 from common.configio import ConfigError
-from common.fileio import atomic_write, atomic_write_json
+from common.fileio import atomic_write, atomic_write_json, fsync_dir
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_VERSION",
     "RunState",
+    "checkpoint_problem",
     "list_checkpoints",
     "latest_checkpoint",
     "resolve_checkpoint",
@@ -91,9 +96,97 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not whole (empty, cut short, bad header), or None; reads only the header."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return "empty" if size == 0 else f"{size} bytes, shorter than a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"cut short: its header needs {n} bytes, the file has {size}"
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "its header is not JSON"
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"cut short: {size} bytes, its header says {8 + n + end}"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file (a zip archive) is not whole, or None; reads only the zip's directory."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        return "empty"
+    with path.open("rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return None  # a legacy (non-zip) pickle: nothing cheap to check beyond its being there
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"cut short or damaged ({exc})"
+    return None
+
+
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """``"<file>: <what is wrong>"`` for the first damaged file of a checkpoint folder, or None when every file
+    is whole. Cheap: headers and zip directories only, no tensor is loaded."""
+    ckpt = Path(ckpt)
+    try:
+        meta = read_meta(ckpt)
+    except (OSError, ValueError) as exc:
+        return f"{ckpt / 'meta.json'}: unreadable ({type(exc).__name__})"
+    if not isinstance(meta, dict):
+        return f"{ckpt / 'meta.json'}: not a JSON object"
+    if not any(ckpt.glob("model*.safetensors")) and not any(ckpt.glob("pytorch_model*.bin")):
+        return f"{ckpt}: no model weights (model.safetensors)"
+    expected = [f"custom_checkpoint_{i}.pkl" for i in range(len(meta.get("custom_objects") or []))]
+    for name in ["optimizer.bin", *expected]:
+        if not (ckpt / name).is_file():
+            return f"{ckpt / name}: missing"
+    for path in sorted(ckpt.iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                why = _safetensors_problem(path)
+            elif path.suffix in (".bin", ".pt", ".pth", ".pkl"):
+                why = _torch_file_problem(path)
+            else:
+                continue
+        except OSError as exc:
+            why = f"unreadable ({exc.strerror or exc})"
+        if why:
+            return f"{path}: {why}"
+    return None
+
+
+def latest_checkpoint(run_dir: str | Path, *, check: bool = False) -> Path | None:
+    """The newest complete checkpoint; with ``check``, the newest whose files are whole (each damaged newer one
+    is named in a warning; a ConfigError when every one is damaged, so a run is never restarted over them)."""
     ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
+    if not check:
+        return ckpts[-1] if ckpts else None
+    bad = []
+    for ckpt in reversed(ckpts):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            for b in bad:
+                log.warning("--resume latest: skipping %s (%s); resuming from %s", b[0].name, b[1], ckpt.name)
+            return ckpt
+        bad.append((ckpt, problem))
+    if bad:
+        raise ConfigError(
+            f"--resume latest: every checkpoint of {Path(run_dir) / 'checkpoints'} is damaged (newest: "
+            f"{bad[0][1]}); pass --resume with a checkpoint from elsewhere or start a new run_dir"
+        )
+    return None
 
 
 def read_meta(ckpt: str | Path) -> dict:
@@ -101,14 +194,15 @@ def read_meta(ckpt: str | Path) -> dict:
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str) -> Path | None:
-    """``latest`` -> the newest complete checkpoint of ``run_dir`` (None if there is none); else a path or name."""
+    """``latest`` -> the newest whole checkpoint of ``run_dir`` (None if there is none; damaged newer ones are
+    skipped with a warning); else a path or name."""
     if which == "latest":
-        return latest_checkpoint(run_dir)
+        return latest_checkpoint(run_dir, check=True)
     for cand in (Path(which), Path(run_dir) / "checkpoints" / which):
         if cand.is_dir() and (cand / "meta.json").is_file():
             return cand
         if cand.is_dir() and latest_checkpoint(cand) is not None:  # a run directory
-            return latest_checkpoint(cand)
+            return latest_checkpoint(cand, check=True)
     raise ConfigError(
         f"--resume {which}: not a complete checkpoint folder (with meta.json) or run directory; "
         f"see {Path(run_dir) / 'checkpoints'}"
@@ -127,7 +221,7 @@ def save_checkpoint(
     tmp = root / f".tmp-checkpoint-{step}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-checkpoint-*"):  # this step's, or one a crash left behind
+        for stale in [*root.glob(".tmp-checkpoint-*"), *root.glob(".deleting-*")]:  # this step's, or a crash's
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
@@ -137,13 +231,23 @@ def save_checkpoint(
             (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         atomic_write_json(tmp / "meta.json", {"step": step, "version": CHECKPOINT_VERSION, **meta})
         if final.exists():  # the same step saved again (e.g. a signal right after a resume)
-            shutil.rmtree(final)
+            _remove_checkpoint(final)
         os.replace(tmp, final)
         for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_checkpoint(old)
         log.info("saved %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _remove_checkpoint(ckpt: Path) -> None:
+    """Rename, then remove: a kill mid-removal leaves ``.deleting-<name>``, which no lookup picks and the next
+    save removes, never a half-deleted ``checkpoint-<step>`` that still has its meta.json."""
+    doomed = ckpt.with_name(f".deleting-{ckpt.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(ckpt, doomed)
+    fsync_dir(ckpt.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def set_aside_later_checkpoints(run_dir: str | Path, step: int) -> list[Path]:
@@ -227,6 +331,11 @@ def resume_mismatches(meta: dict, cfg: TrainConfig, world: int) -> list[str]:
 def load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig, *, custom_objects: list[str], world: int) -> None:
     """Collective: ``accelerator.load_state(ckpt)`` after checking that the checkpoint fits this run; a mismatch
     that changes the data order is a warning, one that cannot load is a one-line :class:`ConfigError`."""
+    if problem := checkpoint_problem(ckpt):
+        raise ConfigError(
+            f"--resume {ckpt}: damaged checkpoint: {problem}; resume from an older one "
+            f"(--resume {ckpt.parent}/checkpoint-<step>) or --resume latest, which skips damaged ones"
+        )
     saved = read_meta(ckpt).get("custom_objects", custom_objects)
     if ("ema" in saved) != ("ema" in custom_objects):
         raise ConfigError(
