@@ -18,15 +18,17 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 
-__all__ = ["TrainConfig", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
+__all__ = ["TrainConfig", "load_train_config", "resolve_mixed_precision", "unet_kwargs", "DEFAULT_UNET"]
 
 # Seed 000's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
 # no attention, so it trains on a CPU in minutes at 64x64 and in seconds per epoch on a GPU.
@@ -149,7 +151,9 @@ class TrainLoopConfig(StrictModel):
     # Total optimizer steps; when null, num_epochs x steps per epoch.
     max_steps: int | None = Field(None, ge=1)
     num_epochs: int | None = Field(None, ge=1)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # null: whatever `accelerate launch --mixed_precision` / `accelerate config` chose (fp32 without either);
+    # a value here wins over the launcher (with a warning when they disagree). See resolve_mixed_precision.
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     tf32: bool = True  # CUDA matmuls/convs in TF32; no effect on CPU
     channels_last: bool = False  # CUDA only: pays with tensor cores, measured slower on the CPU
     compile: bool = False  # torch.compile of the UNet
@@ -176,6 +180,24 @@ class TrainLoopConfig(StrictModel):
         if self.max_steps is None and self.num_epochs is None:
             raise ValueError("set train.max_steps or train.num_epochs")
         return self
+
+
+class HubConfig(StrictModel):
+    """Push the exported pipeline (allow-list of ``ptt-push``: never optimizer state, never pickles) to the Hub."""
+
+    repo_id: str | None = None  # USER/NAME; null: no push
+    # The photos are of real people (README "Data and people"): private unless you have the right to share them.
+    private: bool = True
+    # Also push every N-th checkpoint's EMA pipeline, in the background; null: only the final export.
+    push_every_checkpoints: int | None = Field(None, ge=1)
+    dataset_repo: str | None = None  # the dataset repo on the Hub, linked from the model card (`datasets:`)
+
+    @field_validator("repo_id", "dataset_repo")
+    @classmethod
+    def _user_name(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError(f"{value!r} must be USER/NAME (or ORG/NAME)")
+        return value
 
 
 class EvalConfig(StrictModel):
@@ -226,6 +248,7 @@ class TrainConfig(StrictModel):
     train: TrainLoopConfig
     eval: EvalConfig = EvalConfig()
     refine: RefineConfig = RefineConfig()
+    hub: HubConfig = HubConfig()
 
     @field_validator("model", mode="before")
     @classmethod
@@ -294,6 +317,53 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
     }
+
+
+class Precision(NamedTuple):
+    """Which mixed precision a run asks accelerate for, and why (see :func:`resolve_mixed_precision`)."""
+
+    requested: str | None  # passed to Accelerator(mixed_precision=...); None lets accelerate read its launcher
+    effective: str  # what accelerate will use: no | fp16 | bf16 (| fp8)
+    source: str  # where it came from, for the banner
+    conflict: str | None  # a warning naming both settings when the config overrides the launcher's choice
+    note: str | None  # an info line when the config overrides the launcher's default "no"
+
+
+def resolve_mixed_precision(configured: str | None, environ: Mapping[str, str] | None = None) -> Precision:
+    """``train.mixed_precision`` against the launcher's ``ACCELERATE_MIXED_PRECISION`` (pure but for the env).
+
+    ``accelerate launch`` always exports ``ACCELERATE_MIXED_PRECISION`` (its ``--mixed_precision`` flag, else
+    ``accelerate config``'s value, else "no"), and ``Accelerator(mixed_precision=None)`` reads it. Unset in the
+    config, the launcher decides; set, the config wins, with a warning when the launcher asked for another
+    precision than "no" (which is also its default, so overriding "no" is only noted).
+    """
+    env = os.environ if environ is None else environ
+    launcher = (env.get("ACCELERATE_MIXED_PRECISION") or "").strip().lower() or None
+    where = f"accelerate launch --mixed_precision / accelerate config (ACCELERATE_MIXED_PRECISION={launcher})"
+    if configured is None:
+        if launcher:
+            return Precision(None, launcher, where, None, None)
+        return Precision(None, "no", "accelerate's default (train.mixed_precision unset, no launcher setting)", None,
+                         None)  # fmt: skip
+    if launcher is None or launcher == configured:
+        return Precision(configured, configured, "train.mixed_precision", None, None)
+    if launcher == "no":
+        note = f"train.mixed_precision={configured} is used over the launcher's mixed precision 'no' ({where})"
+        return Precision(configured, configured, "train.mixed_precision", None, note)
+    conflict = (
+        f"train.mixed_precision={configured} overrides the launcher's mixed precision {launcher} ({where}); "
+        "leave train.mixed_precision unset (train.mixed_precision=null) to let the launcher decide"
+    )
+    return Precision(configured, configured, "train.mixed_precision", conflict, None)
+
+
+def check_precision(precision: Precision, actual: str, device_type: str) -> None:
+    """fp16 on the CPU: accelerate would silently train in fp32, so it is an error naming the setting that asked."""
+    if actual == "fp16" and device_type == "cpu":
+        setting = "train.mixed_precision" if precision.requested else "ACCELERATE_MIXED_PRECISION"
+        fix = "set train.mixed_precision=bf16 or no" if precision.requested else (
+            "launch with --mixed_precision bf16 or no (or set train.mixed_precision)")  # fmt: skip
+        raise ConfigError(f"{setting}=fp16 needs a GPU (this run is on the CPU; from {precision.source}); {fix}")
 
 
 def check_tracker(log_with: str) -> None:

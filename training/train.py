@@ -57,7 +57,7 @@ from training.checkpoint import (  # noqa: E402
     set_aside_later_checkpoints,
     truncate_metrics,
 )
-from training.config import TrainConfig, check_tracker, derived_figures, flat_config, load_train_config  # noqa: E402
+from training.config import TrainConfig, check_tracker, derived_figures, load_train_config  # noqa: E402
 
 log = logging.getLogger("ptt.train")
 
@@ -112,15 +112,16 @@ def dry_run(cfg: TrainConfig) -> int:
 
 def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 - one story, top to bottom
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+    from accelerate.utils import broadcast_object_list, set_seed
     from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     from evaluation.pipeline import export_pipeline
+    from training.accel import build_accelerator, init_trackers, log_image
     from training.augment import augment_batch
     from training.data import batch_indices, epoch_of, load_images, load_split, to_device
+    from training.hub import HubPusher
     from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
     from training.monitor import (
         ema_weights,
@@ -137,19 +138,10 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     run_dir = Path(cfg.run_dir)
     check_tracker(t.log_with)
 
-    # -- accelerator -------------------------------------------------------------------------------------------
-    accelerator = Accelerator(
-        mixed_precision=t.mixed_precision,
-        gradient_accumulation_steps=t.grad_accum_steps,
-        log_with=None if t.log_with == "none" else t.log_with,
-        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
-    )
+    # -- accelerator: mixed precision from train.mixed_precision, else from accelerate launch / accelerate config --
+    accelerator, precision = build_accelerator(cfg)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     is_main = accelerator.is_main_process
-    if t.mixed_precision == "fp16" and device.type == "cpu":  # accelerate would silently train in fp32
-        raise ConfigError(
-            "train.mixed_precision=fp16 needs a GPU (this run is on the CPU); set train.mixed_precision=bf16 or no"
-        )
     set_seed(t.seed)  # identical initial weights on every rank
     if t.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -257,14 +249,15 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", config_yaml)
 
-    if t.log_with != "none":
-        accelerator.init_trackers("ptt-train", config=flat_config(cfg))
+    init_trackers(accelerator, cfg, resumed=ckpt is not None)  # wandb continues its run on --resume
+    pusher = HubPusher(cfg.hub, run_dir, checkpoint_every_steps=t.checkpoint_every_steps, enabled=is_main)
     params = count_parameters(accelerator.unwrap_model(unet))
     if is_main:
         log.info(
             f"***** training: {params:,} parameters, {n_train} images, batch {t.batch_size} x {t.grad_accum_steps} "
             f"accum x {world} processes = {figs['effective_batch']}, {figs['steps_per_epoch']} steps/epoch, "
-            f"{total_steps} steps ({figs['epochs']} epochs), from step {state.step}, {device}, augmentation "
+            f"{total_steps} steps ({figs['epochs']} epochs), from step {state.step}, {device}, mixed precision "
+            f"{accelerator.mixed_precision} (from {precision.source}), augmentation "
             f"{'on' if augment_on else 'off'}{', refine (LPIPS)' if lpips_net is not None else ''}"
         )
 
@@ -284,6 +277,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         save_checkpoint(
             accelerator, run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep, config_yaml=config_yaml
         )
+        if is_main:  # the upload runs in the background; only the export happens here
+            pusher.at_checkpoint(state.step, lambda folder: export_ema(folder, metrics=latest_fid(metrics_path)))
 
     def sample_ema(**kwargs):
         """Collective: :func:`generate_split` from the EMA weights (copied into ``eval_unet``) under autocast."""
@@ -384,7 +379,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
                 scheduler=t.sample_scheduler,
             )
             if is_main:
-                save_grid(imgs, run_dir / "samples" / f"step-{state.step}.png")
+                grid_png = save_grid(imgs, run_dir / "samples" / f"step-{state.step}.png")
+                log_image(accelerator, "samples", grid_png, step=state.step)
         if test_u8 is not None and due(cfg.eval.heldout_every_steps):
             with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
                 h = heldout_loss(accelerator, net, test_u8, cfg, alphas_cumprod)
@@ -396,6 +392,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
             accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
             if is_main:
                 append_metrics(metrics_path, {"step": state.step, **fid_row})
+                log_image(accelerator, "curves", plot_curves(metrics_path, run_dir / "curves.png"), step=state.step)
                 if state.best_fid is None or fid_row["fid"] < state.best_fid:
                     state.best_fid, state.best_step = fid_row["fid"], state.step
                     export_ema(run_dir / "best", metrics={**fid_row, "step": state.step})
@@ -433,6 +430,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     elif state.step >= total_steps:
         if is_main:
             export_ema(run_dir / "pipeline", metrics=latest_fid(metrics_path))
+            pusher.final(run_dir / "pipeline", state.step)
     if is_main:
         plot_curves(metrics_path, run_dir / "curves.png")
         samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
@@ -444,6 +442,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         (log.error if exit_code else log.info)(summary)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    pusher.close()  # main process: the last upload finishes while the other ranks are already done
     return exit_code
 
 
