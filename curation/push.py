@@ -5,8 +5,9 @@ the layout ``datasets.load_dataset(repo)`` reads, images embedded), written besi
 matter through ``huggingface_hub.DatasetCardData`` with ``dataset_info`` -- features, splits, sizes -- and
 ``configs`` as ``DatasetDict.push_to_hub`` writes them; counts, filters, thresholds, sources, a note on the people
 in the photos) and ``curation_report.json`` (local paths made relative to the output folder, or names only).
-Symbolic links in ``dataset/`` or as the report are refused. The folder is uploaded with
-``huggingface_hub.HfApi.upload_folder``. The token comes from ``huggingface-cli login`` or ``HF_TOKEN``
+Symbolic links in ``dataset/`` or as the report are refused. After a push, ``<out>/hub_push.json`` records the
+repo, so a model trained on ``<out>/dataset`` links it from its card (:func:`pushed_dataset_repo`). The folder is
+uploaded with ``huggingface_hub.HfApi.upload_folder``. The token comes from ``huggingface-cli login`` or ``HF_TOKEN``
 (huggingface_hub's own lookup); it is never printed or logged.
 
 Example::
@@ -24,10 +25,22 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCardData
 
+from common.fileio import atomic_write_json
 from common.hub import hub_offline
 from common.paths import scrub_paths
 
-__all__ = ["PushError", "build_card", "card_data", "stage_upload", "push_dataset"]
+__all__ = [
+    "PUSH_RECORD",
+    "PushError",
+    "build_card",
+    "card_data",
+    "stage_upload",
+    "push_dataset",
+    "pushed_dataset_repo",
+]
+
+# Written into the output folder after a push: {"repo_id", "url", "private"}; the model card links that repo.
+PUSH_RECORD = "hub_push.json"
 
 
 class PushError(RuntimeError):
@@ -228,4 +241,17 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
             raise PushError(f"the Hub answered an error pushing {repo_id}: {str(exc).splitlines()[0]}") from None
         except net_errors as exc:
             raise PushError(f"cannot reach the Hub ({type(exc).__name__}); check the network and retry") from None
+    atomic_write_json(Path(out_dir) / PUSH_RECORD, {"repo_id": repo_id, "url": str(url), "private": private})
     return str(url)
+
+
+def pushed_dataset_repo(dataset_dir: str | Path | None) -> str | None:
+    """The Hub repo a curated ``<out>/dataset`` was pushed to (``<out>/hub_push.json``), or None."""
+    if not dataset_dir:
+        return None
+    record = Path(dataset_dir).parent / PUSH_RECORD
+    try:
+        repo = json.loads(record.read_text(encoding="utf-8")).get("repo_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return repo if isinstance(repo, str) and repo.count("/") == 1 else None

@@ -166,6 +166,10 @@ def push(
     has_grid = GRID_NAME in upload or sample_grid
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     metrics, config = read_metrics(None, folder), read_config(None, folder)
+    if dataset_repo is None:  # the curated dataset it was trained on, when ptt-curate push recorded its repo
+        from curation.push import pushed_dataset_repo
+
+        dataset_repo = pushed_dataset_repo(((config or {}).get("data") or {}).get("dataset_dir"))
     card = card_text(metrics=metrics, config=config, has_grid=has_grid, unet_config=unet_cfg,
                      dataset_repo=dataset_repo, model_name=repo.split("/")[1])  # fmt: skip
     # what the folder's config and metrics say about this machine (run dirs, home folders) stays here

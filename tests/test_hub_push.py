@@ -225,3 +225,20 @@ def test_ptt_curate_push_refuses_symlinks(curated, tmp_path, what):
     with HubStandIn() as hub:
         r = run_cli(["-m", "curation.cli", "push", "--repo", "me/x", str(curated)], hub_env(hub, tmp_path))
     assert r.returncode == 2 and "symbolic link" in r.stderr and not hub.commits and TOKEN not in r.stderr
+
+
+def test_a_model_trained_on_a_pushed_dataset_links_it_from_its_card(curated, pipeline_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    (pipeline_dir / "training_config.yaml").write_text(f"data:\n  dataset_dir: {curated / 'dataset'}\n")
+    with HubStandIn() as hub:
+        env = hub_env(hub, tmp_path)
+        r = run_cli(["-m", "curation.cli", "push", "--repo", "me/ptt-faces-64", "--private", str(curated)], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        record = json.loads((curated / "hub_push.json").read_text())
+        assert record["repo_id"] == "me/ptt-faces-64" and record["private"] is True
+        r = run_cli(["-m", "evaluation.push", "--model", str(pipeline_dir), "--repo", "me/faces"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert hub.repos[("dataset", "me/ptt-faces-64")]["visibility"] == "private"
+    card = ModelCard(hub.commits[-1]["files"]["README.md"].decode())
+    assert card.data.datasets == ["me/ptt-faces-64"]

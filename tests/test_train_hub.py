@@ -194,3 +194,11 @@ def test_a_bad_hub_repo_id_is_a_config_error(tiny_cfg, ds16, tmp_path, capsys):
     assert run(tiny_cfg, ds16, tmp_path / "bad", "hub.repo_id=faces") == 2
     err = capsys.readouterr().err
     assert "hub.repo_id" in err and "USER/NAME" in err
+
+
+def test_dry_run_names_the_precision_and_its_source(tiny_cfg, ds16, capsys, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert train_mod.main(["--config", str(tiny_cfg), f"data.dataset_dir={ds16}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# mixed_precision: bf16 (from accelerate launch --mixed_precision / accelerate config" in out
+    assert "mixed_precision: null" in out  # the resolved config keeps the setting unset

@@ -309,6 +309,7 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
     steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
     # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
     total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
+    precision = resolve_mixed_precision(t.mixed_precision)
     return {
         "world_size": world,
         "train_images": n_train,
@@ -316,6 +317,7 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
+        "mixed_precision": f"{precision.effective} (from {precision.source})",
     }
 
 
