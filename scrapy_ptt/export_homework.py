@@ -2,10 +2,12 @@
 
 Formats (as the NYCU answer keys in ../shared/ptt_html have them):
 
-- ``articles``: JSONL, one ``{"date": "MMDD", "title": <list title>, "url": ...}`` per post, oldest first.
+- ``articles``: JSONL, one ``{"date": "MMDD", "title": <list title as on the board>, "url": ...}`` per post,
+  oldest first (the title exactly as written: runs of blanks, ideographic and trailing spaces kept).
 - ``popular``: the same for posts whose list push count is 爆 (``list_push == 100``).
-- ``keyword``: one JSON ``{"image_urls": [...]}``: the image URLs (body, then pushes) of every post that matched
-  the crawl's ``-a keyword=``, oldest post first, each URL once.
+- ``keyword``: one JSON ``{"image_urls": [...]}``: the image links (body, then pushes) of every post that matched
+  the crawl's ``-a keyword=``, as written in the post (``http://`` kept, not normalised), oldest post first, each
+  URL once.
 
 Example::
 
@@ -44,7 +46,8 @@ def in_dates(posts: Iterable[dict], start: date | None, end: date | None) -> lis
 
 
 def article_lines(posts: Iterable[dict]) -> list[dict]:
-    return [{"date": r["date"], "title": r["list_title"], "url": r["url"]} for r in posts]
+    """The answer keys' titles are the board's text as written: ``list_title_raw`` (older feeds: ``list_title``)."""
+    return [{"date": r["date"], "title": r.get("list_title_raw", r["list_title"]), "url": r["url"]} for r in posts]
 
 
 def popular_lines(posts: Iterable[dict]) -> list[dict]:
@@ -54,7 +57,8 @@ def popular_lines(posts: Iterable[dict]) -> list[dict]:
 def keyword_images(posts: list[dict], source: Path) -> dict:
     if posts and not any(r.get("keyword") for r in posts):
         raise FeedError(f"{source}: crawled without a keyword; re-crawl with `-a keyword=正妹` (or your keyword)")
-    urls = [u for r in posts if r.get("keyword_match") for u in r.get("image_urls", [])]
+    # The answer keys hold the links as posted (``image_urls_raw``); older feeds only have the normalised ones.
+    urls = [u for r in posts if r.get("keyword_match") for u in r.get("image_urls_raw", r.get("image_urls", []))]
     return {"image_urls": list(dict.fromkeys(urls))}
 
 

@@ -9,7 +9,9 @@ field              type            meaning
 ``article_id``     str             ``M.<unix>.A.<hex>``
 ``url``            str             absolute article URL (on the crawled base URL)
 ``board``          str             board name from the URL, e.g. ``Beauty``
-``list_title``     str             title as shown in the index row (all text nodes joined)
+``list_title``     str             title as shown in the index row (all text nodes joined, blank runs folded)
+``list_title_raw`` str             the same, exactly as on the board (blank runs, ideographic and trailing
+                                   spaces kept: the homework answer keys compare these strings)
 ``title``          str or null     the article's own ``標題`` meta line
 ``author``         str or null     the ``作者`` meta line, e.g. ``gj94ek (我帥的太沉重)``
 ``date``           str             ``MMDD``, Asia/Taipei, from the id's timestamp
@@ -19,6 +21,9 @@ field              type            meaning
 ``keyword``        str or null     the ``-a keyword=`` asked for
 ``keyword_match``  list[str]       where it matched: subset of ``["title", "body"]`` (empty when no keyword)
 ``image_urls``     list[str]       normalised direct image URLs, body first then pushes, de-duplicated
+``image_urls_raw`` list[str]       image links as written in the post (by extension; ``http://`` and
+                                   ``imgur.com/a/ID.gif`` kept), body then pushes, de-duplicated, for the
+                                   homework files; downloads use ``image_urls``
 ``images``         list[object]    only when downloads are on (``IMAGES_STORE`` set): ``{url, path, checksum,
                                    status}`` per stored image (Scrapy's media-pipeline format); ``path`` is
                                    relative to ``IMAGES_STORE`` (``full/<sha1(url)>.<ext>``)
@@ -49,6 +54,7 @@ FEED_FIELDS = (
     "url",
     "board",
     "list_title",
+    "list_title_raw",
     "title",
     "author",
     "date",
@@ -58,6 +64,7 @@ FEED_FIELDS = (
     "keyword",
     "keyword_match",
     "image_urls",
+    "image_urls_raw",
     "images",
     "image_failures",
 )
@@ -81,10 +88,14 @@ class PostItem:
     images: list[dict] | None = None  # None = downloads off; the feed then leaves the field out
     image_failures: list[dict] | None = None
     bad_image_urls: list[str] = field(default_factory=list)  # malformed image links: the pipeline fails them (bad_url)
+    list_title_raw: str | None = None  # None: the same as list_title
+    image_urls_raw: list[str] = field(default_factory=list)
 
     def to_record(self) -> dict:
         """The feed record: contract fields in order, download fields only when downloads ran."""
         raw = asdict(self)
+        if raw["list_title_raw"] is None:
+            raw["list_title_raw"] = raw["list_title"]
         return {k: raw[k] for k in FEED_FIELDS if not (k in ("images", "image_failures") and raw[k] is None)}
 
 

@@ -250,6 +250,7 @@ class IndexRow:
     author: str
     mark: str
     pinned: bool  # after div.r-list-sep
+    title_raw: str = ""  # the title exactly as on the board (blank runs, ideographic and trailing spaces kept)
 
     @property
     def deleted(self) -> bool:
@@ -327,7 +328,8 @@ def _parse_row(ent, base_url: str, pinned: bool) -> IndexRow:
                 link = a
                 break
     title_src = link if link is not None else title_div
-    title = " ".join(_text_of(title_src).split()) if title_src is not None else ""
+    title_raw = _text_of(title_src) if title_src is not None else ""
+    title = " ".join(title_raw.split())
     url = urljoin(base_url, link.get("href")) if link is not None else None
     return IndexRow(
         title=title,
@@ -338,6 +340,7 @@ def _parse_row(ent, base_url: str, pinned: bool) -> IndexRow:
         author=_text_of(author_div).strip() if author_div is not None else "",
         mark=_text_of(mark).strip() if mark is not None else "",
         pinned=pinned,
+        title_raw=title_raw if link is not None else title,
     )
 
 
@@ -357,12 +360,21 @@ class Article:
     signature_image_urls: list[str] = field(default_factory=list)
     non_image_links: list[str] = field(default_factory=list)
     bad_image_urls: list[str] = field(default_factory=list)  # image links too malformed to fetch, as written
+    # Image links as written in the post (``http://`` kept, albums' ``imgur.com/a/ID.gif`` kept, not normalised),
+    # for the homework files, whose answer keys hold the strings as posted; body (no signature), then pushes.
+    body_image_urls_raw: list[str] = field(default_factory=list)
+    push_image_urls_raw: list[str] = field(default_factory=list)
     parse_problems: list[str] = field(default_factory=list)  # parser limits hit: the page after them is missing
 
     @property
     def image_urls(self) -> list[str]:
         """Body first, then pushes, de-duplicated; signature links excluded."""
         return dedupe(self.body_image_urls + self.push_image_urls)
+
+    @property
+    def image_urls_raw(self) -> list[str]:
+        """The image links as written (by their extension), body first, then pushes, de-duplicated; no signature."""
+        return dedupe(self.body_image_urls_raw + self.push_image_urls_raw)
 
 
 def is_over18_gate(html: str | bytes, url: str = "") -> bool:
@@ -490,6 +502,8 @@ def parse_article(html: str | bytes, base_url: str = "", imgur_base: str = DEFAU
     for pos, href in links:
         if pos < start or pos >= cut:
             continue
+        if looks_like_image_link(href) and not (sig is not None and pos >= sig):
+            art.body_image_urls_raw.append(href)
         absolute = _absolute(base_url, href)
         if absolute is None:  # one malformed link fails alone; the post and its other links stay
             if looks_like_image_link(href) and not (sig is not None and pos >= sig):
@@ -505,12 +519,14 @@ def parse_article(html: str | bytes, base_url: str = "", imgur_base: str = DEFAU
         else:
             art.body_image_urls.append(img)
     art.body_image_urls = dedupe(art.body_image_urls)
+    art.body_image_urls_raw = dedupe(art.body_image_urls_raw)
     _parse_pushes(main, art, base_url, imgur_base)
     return art
 
 
 def _parse_pushes(main, art: Article, base_url: str, imgur_base: str) -> None:
     urls: list[str] = []
+    raw: list[str] = []
     for el in main.iter("div"):
         if not _has_class(el, "push") or _has_class(el, "warning-box"):
             continue
@@ -526,6 +542,8 @@ def _parse_pushes(main, art: Article, base_url: str, imgur_base: str) -> None:
             continue
         for a in content.iter("a"):
             href = a.get("href")
+            if looks_like_image_link(href):
+                raw.append(href)
             absolute = _absolute(base_url, href) if href else None
             img = normalise_image_url(absolute, imgur_base) if absolute else None
             if img:
@@ -533,6 +551,7 @@ def _parse_pushes(main, art: Article, base_url: str, imgur_base: str) -> None:
             elif href and absolute is None and looks_like_image_link(href):
                 art.bad_image_urls.append(href.strip())
     art.push_image_urls = dedupe(urls)
+    art.push_image_urls_raw = dedupe(raw)
 
 
 def over18_target(url: str) -> str | None:

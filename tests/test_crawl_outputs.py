@@ -72,7 +72,8 @@ def test_homework_keyword_images(split_crawl, tmp_path):
     urls = json.loads(out.read_text(encoding="utf-8"))["image_urls"]
     feed = read_feed(split_crawl / "feed.jsonl")
     jan = [r for r in feed if r["published_at"].startswith("2024-01")]
-    expected = list(dict.fromkeys(u for r in jan if r["keyword_match"] for u in r["image_urls"]))
+    # the links as written in the posts (the answer keys' strings), not the normalised download URLs
+    expected = list(dict.fromkeys(u for r in jan if r["keyword_match"] for u in r["image_urls_raw"]))
     assert urls == expected and len(urls) == len(set(urls)) > 10
     assert not any(u.endswith("/astronaut.png") for u in urls)  # [帥哥] 太空人 does not match 正妹
 

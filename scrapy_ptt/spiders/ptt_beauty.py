@@ -281,6 +281,7 @@ class PttBeautySpider(scrapy.Spider):
             url=row["url"],
             board=_board_of(row["url"]) or self.board,
             list_title=row["title"],
+            list_title_raw=row.get("title_raw"),
             title=art.title,
             author=art.author,
             date=when.strftime("%m%d"),
@@ -290,6 +291,7 @@ class PttBeautySpider(scrapy.Spider):
             keyword=self.keyword,
             keyword_match=match,
             image_urls=art.image_urls,
+            image_urls_raw=art.image_urls_raw,
             bad_image_urls=art.bad_image_urls,
         )
 
@@ -321,7 +323,13 @@ def _html(response) -> str:
 
 def _row_meta(row) -> dict:
     """The index row as plain data (request meta must pickle for JOBDIR)."""
-    return {"article_id": row.article_id, "url": row.url, "title": row.title, "push": row.push}
+    return {
+        "article_id": row.article_id,
+        "url": row.url,
+        "title": row.title,
+        "title_raw": row.title_raw,
+        "push": row.push,
+    }
 
 
 def _board_of(url: str) -> str | None:
