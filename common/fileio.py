@@ -7,6 +7,12 @@ pipeline, sprite sheets) are built in a temporary folder beside the target and s
 :func:`atomic_replace_dir`. :func:`iter_jsonl` reads a JSONL file line by line and turns a bad line into the
 caller's own one-line error.
 
+Crash leftovers: every temporary name carries its owner's pid (``.<name>.tmp-<pid>-<random>`` for files,
+``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` for folders); :func:`clean_stale_temps`, called by each stage as it
+starts, removes those whose owner process is gone (a live pid, or one reused by another process, is left alone).
+:func:`disk_error_line` turns a full disk (``ENOSPC``, ``EDQUOT``, ``EFBIG``, and torch's ``enforce fail at
+inline_container.cc ... file write failed``) into one line naming the path.
+
 Example::
 
     from pathlib import Path
@@ -21,14 +27,99 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_replace_dir", "atomic_write", "atomic_write_json", "atomic_write_png", "fsync_dir", "iter_jsonl"]
+__all__ = [
+    "atomic_replace_dir",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_png",
+    "clean_stale_temps",
+    "disk_error_line",
+    "os_error_line",
+    "fsync_dir",
+    "iter_jsonl",
+    "pid_alive",
+]
+
+# ``.<name>.tmp-<pid>[-<random>]`` and ``.<name>.old-<pid>``: what atomic_write and atomic_replace_dir leave on a crash
+_STALE_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
+# atomic_write's temporaries before they carried the pid (``.<name>.<8 random>.tmp``): removed once an hour old
+_LEGACY_TMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this machine (ours or another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike, *, legacy_age_s: float = 3600.0) -> list[Path]:
+    """Remove the crash leftovers of :func:`atomic_write` / :func:`atomic_replace_dir` directly in ``folder``
+    whose owner pid is gone; returns what was removed. Never touches a live process's temporaries, nor any name
+    that is not one of ours."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        m = _STALE_RE.match(p.name)
+        try:
+            if m:
+                stale = not pid_alive(int(m.group("pid")))
+            else:
+                stale = bool(_LEGACY_TMP_RE.match(p.name)) and now - p.lstat().st_mtime > legacy_age_s
+            if not stale:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: leave it
+        removed.append(p)
+    return removed
+
+
+def os_error_line(exc: OSError, where: str | os.PathLike, option: str = "") -> str:
+    """One line for any other OSError while writing ``where`` (read-only, not a folder, permission denied)."""
+    path = exc.filename or where
+    why = exc.strerror or type(exc).__name__
+    hint = f"pass {option} a writable folder" if option else "check that the folder is writable"
+    return f"{path}: {why}; {hint}"
+
+
+def disk_error_line(exc: BaseException, where: str | os.PathLike) -> str | None:
+    """One line for an error that means the disk (or the file size limit) is full, naming the file; else None."""
+    text = str(exc)
+    if isinstance(exc, OSError) and (exc.errno in _DISK_FULL or "No space left" in text):
+        path = exc.filename or where
+        why = exc.strerror or "no space left on device"
+        return f"{path}: disk full ({why}); free space there or write to another disk, then run again"
+    torch_write = isinstance(exc, RuntimeError) and ("inline_container" in text or "file write failed" in text)
+    if torch_write or "No space left on device" in text or "os error 28" in text:  # torch, safetensors, pyarrow
+        return f"{where}: disk full (a checkpoint or weights file could not be written); free space, then run again"
+    return None
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -52,7 +143,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     disk whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it 0600; these are ordinary shared outputs
         with os.fdopen(fd, "wb") as fh:
@@ -94,6 +185,10 @@ def atomic_replace_dir(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*-*"):  # a crashed run's, if its pid is gone
+        m = _STALE_RE.match(leftover.name)
+        if m and m.group("name") == target.name and not pid_alive(int(m.group("pid"))):
+            shutil.rmtree(leftover, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir()

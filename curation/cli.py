@@ -19,6 +19,7 @@ import logging
 import sys
 
 from common.configio import ConfigError, dump_config, load_config
+from common.fileio import disk_error_line, os_error_line
 
 __all__ = ["main"]
 
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run_curation(cfg)
     except (CurationError, DetectorError) as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a full disk, a read-only out=: one line, and what was written before stays whole
+        return _fail(disk_error_line(exc, cfg.out) or os_error_line(exc, cfg.out, "out="))
     print(_summary(report))
     log.debug("report: %s", json.dumps(report["rejected"]))
     return 0

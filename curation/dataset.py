@@ -68,7 +68,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from common.fileio import atomic_write
+from common.fileio import atomic_write, clean_stale_temps
 from curation import filters as F
 from curation.align import align_face, template_points
 from curation.config import CurationConfig
@@ -619,9 +619,16 @@ def run_curation(cfg: CurationConfig) -> dict:
 
     t0 = time.perf_counter()
     feed, images, out, refs, posts = read_inputs(cfg)
+    if out.exists() and not out.is_dir():
+        raise CurationError(f"out={out} is a file, not a folder; pass out= a folder (it will hold dataset/ ...)")
     out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise CurationError(f"out={out} is not writable; pass out= a folder you can write to")
     cache_dir = out / "cache"
     cache_dir.mkdir(exist_ok=True)
+    for folder in (out, cache_dir, out / "faces", out / "previews"):  # a crashed run's temporaries, if it is gone
+        if gone := clean_stale_temps(folder):
+            log.info("removed %d leftovers of an interrupted run in %s", len(gone), folder)
     review_path = Path(cfg.review_path) if cfg.review_path else out / "review.json"
     review = load_review(review_path)
 

@@ -54,6 +54,12 @@ def read_split(path: str | Path, split: str | None, *, default: str = "train", r
         obj = datasets.load_from_disk(str(path))
     except FileNotFoundError as exc:
         raise DatasetFolderError(f"{path} is not a datasets folder (save_to_disk output): {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a cut-short .arrow, a bad dataset_dict.json
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetFolderError(
+            f"{path}: damaged datasets folder ({type(exc).__name__}: {first}); write it again with `ptt-curate` "
+            "(or save_to_disk)"
+        ) from None
     if isinstance(obj, datasets.DatasetDict):
         split = split or default
         if split not in obj:

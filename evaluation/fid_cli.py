@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from common.fileio import disk_error_line, os_error_line
 from evaluation.features import InceptionMissingError
 from evaluation.fid import FidError, evaluate, format_result, write_output
 from evaluation.pipeline import PipelineError
@@ -60,6 +62,17 @@ def _sweep_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_writable_parent(path: Path) -> None:
+    """FidError when ``path`` cannot be written because a folder on its way is a file (or is not writable)."""
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise FidError(f"--out-json {path}: {anc} is a file, not a folder; pass a path inside a folder")
+    if not os.access(anc, os.W_OK):
+        raise FidError(f"--out-json {path}: {anc} is not writable; pass a path in a writable folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ptt-fid sweep: {len(rows)} rows -> {a.out}/sweep.csv, sweep.md, sweep.png")
             return 0
         a = _main_parser().parse_args(argv)
+        if a.out_json:  # before the features are computed, not after
+            _check_writable_parent(Path(a.out_json))
         res = evaluate(
             a.gen,
             a.ref,
@@ -104,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_result(res))
     if a.out_json:
-        write_output(Path(a.out_json), json.dumps(res, indent=2) + "\n")
+        try:
+            write_output(Path(a.out_json), json.dumps(res, indent=2) + "\n")
+        except FidError as exc:
+            print(f"ptt-fid: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            line = disk_error_line(exc, a.out_json) or os_error_line(exc, a.out_json, "--out-json")
+            print(f"ptt-fid: error: {line}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.fileio import atomic_write, atomic_write_png
+from common.fileio import atomic_write, atomic_write_png, clean_stale_temps, disk_error_line, os_error_line
 
 __all__ = [
     "SCHEDULERS",
@@ -229,7 +229,15 @@ def _existing_indices(out: Path, size: int | None = None) -> set[int]:
 def _check_info(out: Path, info: dict, *, write: bool) -> None:
     info_path = out / "sample_info.json"
     if info_path.is_file():
-        old = json.loads(info_path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(info_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SampleError(
+                f"{info_path}: damaged ({type(exc).__name__}); delete it to sample into {out} again "
+                "(the PNGs already there are checked and kept), or pass a new --out"
+            ) from None
+        if not isinstance(old, dict):
+            raise SampleError(f"{info_path}: not a JSON object; delete it or pass a new --out")
         keys = ("model", "scheduler", "steps", "seed", "dtype")
         diff = [k for k in keys if old.get(k) != info.get(k)]
         if diff:
@@ -269,6 +277,8 @@ def write_samples(
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise SampleError(f"--out {out}: is a file, not a folder; pass a folder for the PNGs") from None
+    if gone := clean_stale_temps(out):  # an interrupted run's half-written PNGs, if that run is gone
+        log.info("ptt-sample: removed %d leftovers of an interrupted run in %s", len(gone), out)
     dtype_name = {None: "fp32"}.get(dtype, str(dtype).replace("torch.", ""))
     info = {
         "model": model_name,
@@ -375,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         state.wait_for_everyone()
     except (SampleError, PipelineError) as exc:
         print(f"ptt-sample: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only --out: the PNGs already written stay whole
+        line = disk_error_line(exc, args.out) or os_error_line(exc, args.out, "--out")
+        print(f"ptt-sample: error: {line}", file=sys.stderr)
         return 2
     rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0
     print(

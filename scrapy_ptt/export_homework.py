@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from common.fileio import atomic_write
+from common.fileio import atomic_write, disk_error_line, os_error_line
 from scrapy_ptt.items import FeedError, read_posts
 
 
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             count = len(lines)
     except FeedError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # -o into a folder that is a file, read-only, or a full disk
+        print(f"error: {disk_error_line(exc, args.out) or os_error_line(exc, args.out, '-o')}", file=sys.stderr)
         return 2
     print(f"{args.kind}: {count} {'image URLs' if args.kind == 'keyword' else 'posts'} -> {args.out}")
     return 0

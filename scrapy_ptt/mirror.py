@@ -488,15 +488,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     board = generate_board(args.posts) if args.posts else None
-    with serve_mirror(port=args.port, board=board) as base:
-        if args.url_file:
-            atomic_write(args.url_file, base + "\n")
-        print(f"ptt-mirror: serving board Beauty at {base}/bbs/Beauty/index.html (Ctrl-C to stop)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    if not 0 <= args.port <= 65535:
+        print(
+            f"ptt-mirror: error: --port {args.port} is not a TCP port; pass 0..65535 (0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with serve_mirror(port=args.port, board=board) as base:
+            if args.url_file:
+                atomic_write(args.url_file, base + "\n")
+            print(f"ptt-mirror: serving board Beauty at {base}/bbs/Beauty/index.html (Ctrl-C to stop)", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    except OSError as exc:  # the port is taken, the --url-file folder is not writable
+        where = exc.filename or f"127.0.0.1:{args.port}"
+        print(f"ptt-mirror: error: {where}: {exc.strerror or exc}; pass another --port or --url-file", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,7 +30,7 @@ import signal
 from pathlib import Path
 
 from common.configio import ConfigError
-from common.fileio import atomic_write, atomic_write_json, fsync_dir
+from common.fileio import atomic_write, atomic_write_json, clean_stale_temps, disk_error_line, fsync_dir, os_error_line
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ __all__ = [
     "latest_fid",
     "read_metrics",
     "resume_mismatches",
+    "run_dir_error_line",
     "run_identity",
     "truncate_metrics",
 ]
@@ -223,6 +224,7 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         for stale in [*root.glob(".tmp-checkpoint-*"), *root.glob(".deleting-*")]:  # this step's, or a crash's
             shutil.rmtree(stale, ignore_errors=True)
+        clean_stale_temps(run_dir)  # an interrupted run's temporaries (config, metrics, pipeline/), if it is gone
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
@@ -248,6 +250,17 @@ def _remove_checkpoint(ckpt: Path) -> None:
     os.replace(ckpt, doomed)
     fsync_dir(ckpt.parent)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def run_dir_error_line(exc: BaseException, run_dir: str | Path | None) -> str | None:
+    """One line for a write that failed in the run directory (a full disk, torch's ``enforce fail at
+    inline_container.cc``, a read-only or not-a-folder ``run_dir``); None for any other error."""
+    where = run_dir or "run_dir"
+    if line := disk_error_line(exc, where):
+        return f"{line} (the checkpoints already written are whole; --resume latest continues from them)"
+    if isinstance(exc, OSError):
+        return os_error_line(exc, where, "run_dir=")
+    return None
 
 
 def set_aside_later_checkpoints(run_dir: str | Path, step: int) -> list[Path]:

@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import sys
+
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
@@ -33,8 +35,10 @@ class Command(ScrapyCrawl):
                         month_feeds(template, start, end)
                     except ValueError as exc:
                         raise UsageError(f"-s {exc}") from None
-            except UsageError as exc:
-                raise UsageError(f"bad argument: {exc}", print_help=False) from None
+            except UsageError as exc:  # one line (Scrapy's own UsageError also prints its usage block)
+                print(f"scrapy crawl: error: bad argument: {exc}", file=sys.stderr)
+                self.exitcode = 2
+                return
         super().run(args, opts)
         crawler = getattr(self, "_ptt_crawler", None)
         if crawler is not None and crawler.stats.get_value("finish_reason") == BOARD_NOT_FOUND:
