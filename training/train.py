@@ -52,6 +52,7 @@ from training.checkpoint import (  # noqa: E402
     list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
+    run_dir_error_line,
     run_identity,
     save_checkpoint,
     set_aside_later_checkpoints,
@@ -80,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = None
     try:
         cfg = load_train_config(args.config, args.overrides)
         if args.dry_run:
@@ -87,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return train(cfg, resume=args.resume)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # a full disk, a read-only run_dir: one line, not torch's or safetensors' traceback
+        line = run_dir_error_line(exc, cfg.run_dir if cfg is not None else None)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
 
 
