@@ -81,13 +81,17 @@ class PrivateHostGuardMiddleware:
 
     Literal addresses and localhost names are refused here. A host name is judged where it is connected to, by
     ``scrapy_ptt.resolver.GuardedResolver`` (so a name that re-resolves differently is caught); only names that
-    resolver trusts (``PTT_BASE_URL``'s host), or every name when another resolver is installed, are looked up
-    here, and anything but a clean answer (``dns_error`` too) is refused: fail closed.
+    resolver trusts (``PTT_BASE_URL``'s host), or every name when another resolver is installed or a proxy is set
+    in the environment, are looked up here, and anything but a clean answer (``dns_error`` too) is refused: fail
+    closed.
     """
 
     def __init__(self, crawler):
         self.crawler = crawler
+        from urllib.request import getproxies
+
         self.allow_private = crawler.settings.getbool("PTT_ALLOW_PRIVATE_HOSTS")
+        self.proxied = bool(getproxies())  # through a proxy the resolver never sees the image host: judge it here
         self._verdicts: dict[str, str | None] = {}
 
     @classmethod
@@ -102,7 +106,7 @@ class PrivateHostGuardMiddleware:
         host = url_host(request.url)
         reason = url_literal_block_reason(request.url)
         guard = installed_guard()
-        if reason is None and host is not None and (guard is None or guard.is_trusted(host)):
+        if reason is None and host is not None and (guard is None or guard.is_trusted(host) or self.proxied):
             if host not in self._verdicts:
                 if guard is not None:
                     verdict = await maybe_deferred_to_future(guard.block_reason(host, trusting=False))

@@ -33,19 +33,21 @@ import hashlib
 import io
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy import Request
 from scrapy.exceptions import CannotResolveHostError, IgnoreRequest, NotConfigured
 from scrapy.http.request import NO_CALLBACK
-from scrapy.pipelines.files import FilesPipeline
+from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.defer import DeferredList
 from twisted.internet.error import DNSLookupError
 from twisted.internet.threads import deferToThread
 
+from common.fileio import atomic_write, clean_stale_temps
 from scrapy_ptt.items import PostItem
 from scrapy_ptt.middlewares import PrivateHostBlocked
 from scrapy_ptt.netguard import resolve_block_reason, url_host, url_literal_block_reason
@@ -110,9 +112,18 @@ def failure_reason(exc: BaseException, url: str) -> str:
     return "download_error"
 
 
+class AtomicFSFilesStore(FSFilesStore):
+    """Scrapy's file store, writing each image to a temporary name and renaming it (``common.fileio.atomic_write``):
+    a crawl killed mid-write leaves no cut-short ``full/<sha1>.jpg`` that a resumed crawl would take as stored."""
+
+    def persist_file(self, path, buf, info, meta=None, headers=None) -> None:
+        atomic_write(self._get_filesystem_path(path), buf.getvalue())
+
+
 class PttImagesPipeline(FilesPipeline):
     FILES_URLS_FIELD = "image_urls"
     FILES_RESULT_FIELD = "images"
+    STORE_SCHEMES = {**FilesPipeline.STORE_SCHEMES, "": AtomicFSFilesStore, "file": AtomicFSFilesStore}
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -121,6 +132,8 @@ class PttImagesPipeline(FilesPipeline):
         if not store:
             raise NotConfigured  # IMAGES_STORE unset: downloads off (no message, so Scrapy does not warn)
         cls._update_stores(settings)
+        if "://" not in str(store) or str(store).startswith("file://"):  # a crashed crawl's temporaries
+            clean_stale_temps(Path(str(store).removeprefix("file://")) / "full")
         pipe = cls(store, crawler=crawler)
         pipe.allow_private = settings.getbool("PTT_ALLOW_PRIVATE_HOSTS")
         pipe.max_bytes = settings.getint("PTT_IMAGE_MAX_BYTES")

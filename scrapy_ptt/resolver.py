@@ -13,7 +13,9 @@ so the image pipeline records the right reason.
 Trusted, never judged here: ``PTT_ALLOW_PRIVATE_HOSTS=True`` (everything) and the host of ``PTT_BASE_URL`` (the
 board the operator chose to crawl, e.g. the offline mirror on 127.0.0.1). Image URLs on that host are still judged,
 by ``scrapy_ptt.middlewares.PrivateHostGuardMiddleware`` (through :meth:`GuardedResolver.block_reason` with
-``trusting=False``).
+``trusting=False``). The hosts of the proxies in the environment (``http_proxy``, ``https_proxy``) are trusted too:
+through a proxy, the proxy resolves the image host, so only the pipeline's and the middleware's own lookups judge
+it (rebinding between those lookups and the proxy's is then not caught).
 
 ``PTT_DNS_SERVERS`` (a list of ``host:port``, default unset = the system resolver) sends the lookups to those
 servers instead (twisted.names, IPv4 A records); the tests point it at a stand-in DNS server on loopback.
@@ -99,11 +101,15 @@ class GuardedResolver:
     @classmethod
     def from_crawler(cls, crawler, reactor):
         s = crawler.settings
+        from urllib.request import getproxies
+
         trusted = []
-        try:
-            trusted.append(urlsplit(s.get("PTT_BASE_URL") or "").hostname or "")
-        except ValueError:
-            pass  # a bad PTT_BASE_URL is reported by the spider
+        # the board's own host, and the proxies Scrapy's HttpProxyMiddleware connects through (http_proxy, ...)
+        for url in [s.get("PTT_BASE_URL") or "", *getproxies().values()]:
+            try:
+                trusted.append(urlsplit(url if "://" in url else f"http://{url}").hostname or "")
+            except ValueError:
+                pass  # a bad PTT_BASE_URL is reported by the spider
         return cls(
             reactor,
             allow_private=s.getbool("PTT_ALLOW_PRIVATE_HOSTS"),

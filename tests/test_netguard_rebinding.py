@@ -83,8 +83,15 @@ def test_rebinding_name_is_refused_where_it_is_connected(tmp_path, image_host):
 def test_same_crawl_with_private_hosts_allowed_fetches_through_the_stand_in(tmp_path, image_host):
     """The control: the stand-in DNS really feeds the connection (the same image is fetched from 127.0.0.2)."""
     img_base, hits = image_host
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / "img" / "full" / f".x.jpg.tmp-{dead.pid}-abcdefgh"  # a killed crawl's half-written image
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half")
     with StandInDNS({"rebind.test": ["93.184.216.34", "127.0.0.2"]}) as dns, serve(_site(img_base)) as (base, _):
         rec, _proc = _crawl(tmp_path, base, dns.port, "-s", "PTT_ALLOW_PRIVATE_HOSTS=True")
+    assert not leftover.exists()  # cleaned as the crawl started (its owner is gone)
+    assert not [p for p in (tmp_path / "img" / "full").iterdir() if p.name.startswith(".")]  # stored atomically
     assert "/a.jpg" in hits
     assert [i["url"].rsplit("/", 1)[1] for i in rec["images"]] == ["a.jpg"]
     assert (tmp_path / "img" / rec["images"][0]["path"]).is_file()
@@ -115,3 +122,22 @@ def test_guard_middleware_fails_closed_on_a_redirect_target_that_does_not_resolv
     redirected = Request("http://no-such-host.invalid/a.jpg", meta={"ptt_guard_host": True, "redirect_times": 1})
     with pytest.raises(PrivateHostBlocked, match="dns_error"):
         asyncio.run(guard.process_request(redirected))
+
+
+def test_resolver_trusts_the_board_and_the_proxies_but_not_image_hosts(monkeypatch):
+    """The board you crawl and the proxy you connect through may be private; a post author's host may not."""
+    from scrapy.utils.test import get_crawler
+    from twisted.internet import reactor
+
+    from scrapy_ptt.resolver import GuardedResolver
+
+    monkeypatch.setenv("http_proxy", "http://10.0.0.5:3128")
+    crawler = get_crawler(settings_dict={"PTT_BASE_URL": "http://board.lan:8000"})
+    guard = GuardedResolver.from_crawler(crawler, reactor)
+    assert guard.is_trusted("board.lan") and guard.is_trusted("10.0.0.5") and not guard.is_trusted("rebind.test")
+
+    class Addr:
+        host = "127.0.0.2"
+
+    assert guard.judge("rebind.test", [Addr()]) == "private_host" and guard.verdicts["rebind.test"] == "private_host"
+    assert guard.judge("board.lan", [Addr()]) is None and guard.judge("gone.test", []) == "dns_error"
