@@ -1,65 +1,112 @@
 #!/usr/bin/env bash
-# Run ON the lent GPU machine (device tool), from the repo root, with the wheels of fetch_wheels.sh carried:
-#   run(command="bash benchmarks/gpu/run_device.sh check train", carry=[".whl"], timeout_s=600)
-#   run(command="bash benchmarks/gpu/run_device.sh ablate", carry=[".whl"], timeout_s=600)
-#   run(command="bash benchmarks/gpu/run_device.sh sample", carry=[".whl"], timeout_s=600)
-# Each step writes its JSON and log to $OUT (the device tool brings them back; bench_out/gpu without it).
-# Steps: check (versions, CUDA, a 2-step ablation of the demo preset, 40 steps of the trainer in bf16 +
-# channels_last + compile and bf16 sampling, all on the GPU), train (seed001 preset, batch 128: baseline vs
-# ours in bf16 + channels_last + fused AdamW, then ours + torch.compile), ablate (one variant per feature),
-# sample (seed001-like UNet, batch 256, bf16, every scheduler and step count), all (check train sample).
+# GPU kit for issue 15: run ON the lent NVIDIA H200 (device tool), from the repo root, with .whl carried.
+#
+# ---- PLAN: 15 minutes of device time in all (machine start, idle and transfers included) ------------------------
+# Here first (CPU, no device time):
+#   bash benchmarks/gpu/fetch_wheels.sh     # .whl/: wheels the image lacks (~10 MB) + the peer's copy in .whl/peers/
+#   KIT_TINY=1 KIT_NO_WHEELS=1 PYTHON=.venv/bin/python nice -n 10 bash benchmarks/gpu/run_device.sh preflight check
+#       (optional CPU dry run of any step; ~7 minutes for check on 2 cores; tests/test_gpu_kit.py covers the rest)
+# Then, back to back (the second while the machine is still warm, 30 s):
+#   1. run(command="bash benchmarks/gpu/run_device.sh preflight check profile", carry=[".whl"], timeout_s=480)
+#        ~1.5 min machine start + ~5 min: preflight 0.5 (wheels, versions, smoke test), check ~3.5 (demo UNet:
+#        bf16+channels_last+fused AdamW+compile via python -m training.train; fp16+grad scaler via accelerate
+#        launch; SIGTERM / kill + --resume latest vs uninterrupted, max abs diff; DDPMPipeline.from_pretrained bf16
+#        and every scheduler; the sampler CLI), profile ~1 (seed001 batch 128 bf16: torch.profiler, 10 steps,
+#        and the levers: channels_last, batch 256, each SDPA backend)
+#   2. run(command="bash benchmarks/gpu/run_device.sh peer sample", carry=[".whl"], timeout_s=540)
+#        ~6 min: peer ~4.5 (diffusers' train_unconditional.py vs ours, batch 128, bf16, seed001 with and without
+#        torch.compile, diffusers_example; images/s, ratio, MFU vs a bf16 matmul measured in the call, peak
+#        memory), sample ~1.5 (seed001 UNet, batch 256, bf16, each scheduler at its default steps; ddpm 1000)
+#   3. give_back()
+#   Expected total ~13 min; ~2 min margin. Files come back under files_at (at most 8 a call): run.log, summary.md
+#   (every step's markdown table), check.json, check_grid.png, profile.json, profile.txt / peer.json, sample.json.
+# If preflight says pyarrow fails datasets' requirement: here `bash benchmarks/gpu/fetch_wheels.sh --with-pyarrow`,
+#   then call 1 again with carry=[".whl", "bench_out/wheels-pyarrow"] (55 MB more; 64 MiB is the limit).
+# If call 1 fails in check: fix here (CPU test), then call 2 as planned, and `run_device.sh check` alone last.
+# One call for everything (if the session has one call left): `run_device.sh all` (timeout_s=600; ~10.5 min: too
+#   tight for 10 minutes of command time unless PEER_ARGS trims it, e.g. PEER_ARGS="--variants ours").
+# ---------------------------------------------------------------------------------------------------------------
+# Steps: preflight, check, profile, peer, sample, all (= preflight check profile peer sample), and the older
+#   bench_train.py rows: train (seed001 batch 128, in-process baseline vs ours, then + compile), ablate.
+# Environment: OUT (the device tool sets it; default bench_out/gpu), PYTHON (default python3: the image's, which
+#   holds torch 2.11; never install torch there), KIT_TINY=1 (CPU dry run: tiny sizes), KIT_NO_WHEELS=1 (skip the
+#   wheel install: the CPU venv has the packages), PEER_ARGS / CHECK_ARGS / PROFILE_ARGS / SAMPLE_ARGS (appended).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench_out/gpu}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "installing the carried wheels failed: rerun benchmarks/gpu/fetch_wheels.sh here"; exit 1; }
-  export PYTHONPATH=/tmp/site
+PY=${PYTHON:-python3}
+SITE=${KIT_SITE:-/tmp/site}
+TINY=${KIT_TINY:-}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+main() {
+pipi() { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"; }
+
+if [ -z "${KIT_NO_WHEELS:-}" ]; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "no .whl/*.whl: run benchmarks/gpu/fetch_wheels.sh on the CPU machine and carry .whl"; return 1
+  fi
+  stamp=$(ls -l .whl/*.whl .whl/cond/*.whl bench_out/wheels-pyarrow/*.whl 2>/dev/null | sha1sum | cut -c1-40)
+  if [ "$(cat "$SITE/.kit-stamp" 2>/dev/null)" != "$stamp" ]; then  # a warm machine keeps /tmp/site
+    rm -rf "$SITE"
+    pipi .whl/*.whl || { echo "installing the carried wheels failed"; return 1; }
+    extra=$(PYTHONPATH="$SITE:$PYTHONPATH" "$PY" benchmarks/gpu/preflight.py needed "$SITE" .whl/cond \
+      bench_out/wheels-pyarrow)
+    if [ -n "$extra" ]; then
+      echo "fallback wheels (the image's version fails a requirement): $extra"
+      # shellcheck disable=SC2086
+      pipi $extra || { echo "installing the fallback wheels failed"; return 1; }
+    fi
+    echo "$stamp" >"$SITE/.kit-stamp"
+  fi
+  export PYTHONPATH="$SITE:$PYTHONPATH"
 fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(check)
-[ "${steps[0]}" = all ] && steps=(check train sample)
+[ ${#steps[@]} -eq 0 ] && steps=(preflight check)
+[ "${steps[0]}" = all ] && steps=(preflight check profile peer sample)
+if [ -n "$TINY" ]; then
+  check_args=(--tiny --jobs 1)
+  profile_args=(--preset demo --batch 4 --steps 2 --warmup 1)
+  peer_args=(--presets demo --batch 4 --steps 6 --skip 2 --log-every 2 --variants ours)
+  sample_args=(--preset demo --batch 2 --steps-scale 0.003)
+  train_args=(--presets demo --batch 4 --steps 1 --rounds 1 --warmup 1 --no-isolated-memory)
+else
+  check_args=() profile_args=() peer_args=() sample_args=()
+  train_args=(--presets seed001 --batch 128 --steps 20 --rounds 3 --warmup 3)
+fi
+# shellcheck disable=SC2206
+{ check_args+=(${CHECK_ARGS:-}); profile_args+=(${PROFILE_ARGS:-}); peer_args+=(${PEER_ARGS:-})
+  sample_args+=(${SAMPLE_ARGS:-}); }
 rc=0
+summary=()
 for step in "${steps[@]}"; do
+  t0=$(date +%s)
   echo "=== $step ($(date -u +%H:%M:%S))"
   case $step in
-    check)
-      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
-      python3 - <<'PY' 2>&1 | tee "$OUT/check.log" || rc=1
-import importlib, torch
-for m in ("torch", "diffusers", "datasets", "accelerate", "pydantic", "pyarrow", "huggingface_hub", "numpy"):
-    print(m, importlib.import_module(m).__version__)
-assert torch.cuda.is_available(), "no CUDA device"
-print("cuda", torch.version.cuda, torch.cuda.get_device_name(0))
-from benchmarks.bench_train import main
-main(["--presets", "demo", "--batch", "8", "--steps", "2", "--rounds", "1", "--ablate", "--out", "/tmp/check.json"])
-PY
-      # the trainer's and the sampler's own CUDA paths: bf16, channels_last, fused AdamW, compile, then bf16 sampling
-      python3 -c "from training.data import write_crops_dataset; write_crops_dataset('/tmp/ds', n=256, size=64, test=16)" \
-        && python3 -m training.train --config configs/train/demo.yaml data.dataset_dir=/tmp/ds run_dir=/tmp/run \
-          train.max_steps=40 train.batch_size=64 train.mixed_precision=bf16 train.channels_last=true \
-          train.compile=true train.log_with=none train.sample_every_steps=20 2>&1 | tail -20 | tee "$OUT/check_train.log" \
-        && python3 -m evaluation.sample --model /tmp/run/pipeline --num-images 64 --batch-size 64 --dtype bf16 \
-          --scheduler dpmsolver++ --out /tmp/samples 2>&1 | tail -3 | tee "$OUT/check_sample.log" \
-        && cp /tmp/run/samples/step-40.png "$OUT/check_grid.png" || rc=1
+    preflight)
+      nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv \
+        2>/dev/null || echo "nvidia-smi: not here"
+      "$PY" benchmarks/gpu/preflight.py check "$SITE" || { echo "preflight failed: stopping (see above)"; return 1; }
       ;;
+    check) "$PY" benchmarks/gpu/check_run.py --out "$OUT" "${check_args[@]}" || rc=1 ;;
+    profile) "$PY" benchmarks/gpu/profile_step.py --out "$OUT" "${profile_args[@]}" || rc=1 ;;
+    peer) "$PY" benchmarks/bench_peer.py --out "$OUT" "${peer_args[@]}" || rc=1 ;;
+    sample) "$PY" benchmarks/gpu/sample_defaults.py --out "$OUT" "${sample_args[@]}" || rc=1 ;;
     train)
-      python3 benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --rounds 3 --warmup 3 \
-        --out "$OUT/train_seed001.json" 2>&1 | tee "$OUT/train_seed001.log" || rc=1
-      python3 benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --rounds 3 --warmup 3 --compile \
-        --out "$OUT/train_seed001_compile.json" 2>&1 | tee "$OUT/train_seed001_compile.log" || rc=1
+      "$PY" benchmarks/bench_train.py "${train_args[@]}" --out "$OUT/train.json" || rc=1
+      "$PY" benchmarks/bench_train.py "${train_args[@]}" --compile --out "$OUT/train_compile.json" || rc=1
       ;;
-    ablate)
-      python3 benchmarks/bench_train.py --presets seed001 --batch 128 --steps 10 --rounds 3 --warmup 3 --ablate \
-        --out "$OUT/train_ablate.json" 2>&1 | tee "$OUT/train_ablate.log" || rc=1
-      ;;
-    sample)
-      python3 benchmarks/bench_sample.py --skip-cpu --gpu-batch 256 --gpu-dtype bf16 --gpu-steps 10,20,50,100 \
-        --repeats 2 --out "$OUT/sample.json" 2>&1 | tee "$OUT/sample.log" || rc=1
-      ;;
-    *) echo "unknown step $step (check, train, ablate, sample, all)"; rc=2 ;;
+    ablate) "$PY" benchmarks/bench_train.py "${train_args[@]}" --ablate --out "$OUT/train_ablate.json" || rc=1 ;;
+    *) echo "unknown step $step (preflight, check, profile, peer, sample, train, ablate, all)"; rc=2 ;;
   esac
+  summary+=("$step: $(($(date +%s) - t0)) s")
+  echo "=== $step done in $(($(date +%s) - t0)) s (rc so far $rc)"
 done
-exit $rc
+echo "=== steps: ${summary[*]}; exit $rc"
+ls -l "$OUT"
+return $rc
+}
+main "$@" 2>&1 | tee -a "$OUT/run.log"
+exit "${PIPESTATUS[0]}"
