@@ -101,10 +101,6 @@ def w(tmp_path_factory) -> Path:
     Path(arrow(w / "ds_cut_arrow")).write_bytes(data[: len(data) // 2])
     shutil.copytree(ds, w / "ds_bad_dict")
     (w / "ds_bad_dict" / "dataset_dict.json").write_text("{not json")
-    # a curated out= folder whose dataset is damaged (for ptt-curate push)
-    for name in ("no_arrow", "bad_dict"):
-        (w / f"curated_{name}").mkdir()
-        shutil.copytree(w / f"ds_{name}", w / f"curated_{name}" / "dataset")
     (w / "gen").mkdir()
     for i in range(4):
         Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(w / "gen" / f"{i + 1:05d}.png")
@@ -162,7 +158,9 @@ CASES = [
          mount=("full", "size=48k"), logs=True),
     Case("train/bad-meta-json", [*TRAIN, "data.dataset_dir={w}/ds_ok", "run_dir={w}/run", "--resume",
          "checkpoint-2"], "checkpoint-2/meta.json", keep=["run"], logs=True),
-    # damaged datasets: train, ptt-fid, ptt-curate push
+    Case("ptt-train/damaged-dataset", [str(BIN / "ptt-train"), "--config", "{w}/tiny.yaml",
+         "data.dataset_dir={w}/ds_bad_dict", "run_dir={w}/r_entry"], "ds_bad_dict", logs=True),
+    # damaged datasets: train, ptt-fid (ptt-curate push checks the Hub setting first: see README, Reliability)
     *[Case(f"train/{d}", [*TRAIN, f"data.dataset_dir={{w}}/{d}", "run_dir={w}/r_" + d], d, keep=[d], logs=True)
       for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
     *[Case(f"fid/{d}", [*FID, "--ref", f"{{w}}/{d}:train"], d, keep=[d])

@@ -46,6 +46,19 @@ def test_whole_checkpoints_have_no_problem(made):
     assert [checkpoint_problem(c) for c in list_checkpoints(run_dir)] == [None, None, None]
 
 
+def test_each_kind_of_damage_is_named(made, tmp_path):
+    _, _, run_dir = made
+    ck = _copy(run_dir, tmp_path) / "checkpoints" / "checkpoint-12"
+    (ck / "meta.json").write_text("{cut")
+    assert checkpoint_problem(ck).startswith(f"{ck / 'meta.json'}: unreadable")
+    (ck / "meta.json").write_text((run_dir / "checkpoints" / "checkpoint-12" / "meta.json").read_text())
+    (ck / "custom_checkpoint_1.pkl").unlink()
+    assert checkpoint_problem(ck) == f"{ck / 'custom_checkpoint_1.pkl'}: missing"
+    shutil.copy(run_dir / "checkpoints" / "checkpoint-12" / "custom_checkpoint_1.pkl", ck)
+    (ck / "optimizer.bin").write_bytes(b"")
+    assert checkpoint_problem(ck) == f"{ck / 'optimizer.bin'}: empty"
+
+
 @pytest.mark.parametrize("frac", [0.5, 0.0])
 def test_resume_latest_skips_a_cut_short_latest_with_a_warning(made, tmp_path, caplog, frac):
     cfg, ds, run_dir = made
