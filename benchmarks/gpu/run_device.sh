@@ -4,8 +4,9 @@
 # ---- PLAN: 15 minutes of device time in all (machine start, idle and transfers included) ------------------------
 # Here first (CPU, no device time):
 #   bash benchmarks/gpu/fetch_wheels.sh     # .whl/: wheels the image lacks (~10 MB) + the peer's copy in .whl/peers/
-#   KIT_TINY=1 KIT_NO_WHEELS=1 PYTHON=.venv/bin/python nice -n 10 bash benchmarks/gpu/run_device.sh preflight check
-#       (optional CPU dry run of any step; ~7 minutes for check on 2 cores; tests/test_gpu_kit.py covers the rest)
+#   OUT=/tmp/o KIT_TINY=1 KIT_NO_WHEELS=1 PYTHON=.venv/bin/python nice -n 10 bash benchmarks/gpu/run_device.sh all
+#       (optional CPU dry run, tiny sizes, the same code paths; 2026-12-01 on 2 shared cores: 7.6 min, exit 0:
+#       preflight 16 s, check 191 s, profile 42 s, peer 152 s, sample 56 s; tests/test_gpu_kit.py is the fast check)
 # Then, back to back (the second while the machine is still warm, 30 s):
 #   1. run(command="bash benchmarks/gpu/run_device.sh preflight check profile", carry=[".whl"], timeout_s=480)
 #        ~1.5 min machine start + ~5 min: preflight 0.5 (wheels, versions, smoke test), check ~3.5 (demo UNet:
@@ -18,13 +19,15 @@
 #        torch.compile, diffusers_example; images/s, ratio, MFU vs a bf16 matmul measured in the call, peak
 #        memory), sample ~1.5 (seed001 UNet, batch 256, bf16, each scheduler at its default steps; ddpm 1000)
 #   3. give_back()
-#   Expected total ~13 min; ~2 min margin. Files come back under files_at (at most 8 a call): run.log, summary.md
+#   Expected total ~13 min; ~2 min margin (the tool also caps a call's limit at the device time left; peer.json is
+#   rewritten after each preset, so a call cut short still returns what ran). Files come back under files_at (at most 8 a call): run.log, summary.md
 #   (every step's markdown table), check.json, check_grid.png, profile.json, profile.txt / peer.json, sample.json.
 # If preflight says pyarrow fails datasets' requirement: here `bash benchmarks/gpu/fetch_wheels.sh --with-pyarrow`,
 #   then call 1 again with carry=[".whl", "bench_out/wheels-pyarrow"] (55 MB more; 64 MiB is the limit).
 # If call 1 fails in check: fix here (CPU test), then call 2 as planned, and `run_device.sh check` alone last.
 # One call for everything (if the session has one call left): `run_device.sh all` (timeout_s=600; ~10.5 min: too
-#   tight for 10 minutes of command time unless PEER_ARGS trims it, e.g. PEER_ARGS="--variants ours").
+#   tight for 10 minutes of command time unless PEER_ARGS trims it: command="PEER_ARGS='--variants ours' bash
+#   benchmarks/gpu/run_device.sh all").
 # ---------------------------------------------------------------------------------------------------------------
 # Steps: preflight, check, profile, peer, sample, all (= preflight check profile peer sample), and the older
 #   bench_train.py rows: train (seed001 batch 128, in-process baseline vs ours, then + compile), ablate.
