@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
@@ -188,7 +189,6 @@ class GuardedResolver:
 
 def installed_guard() -> GuardedResolver | None:
     """The reactor's resolver when it is a :class:`GuardedResolver` (None when another one is installed)."""
-    from twisted.internet import reactor
-
+    reactor = sys.modules.get("twisted.internet.reactor")  # never install one just to ask
     resolver = getattr(reactor, "nameResolver", None)
     return resolver if isinstance(resolver, GuardedResolver) else None
