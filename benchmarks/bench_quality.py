@@ -430,15 +430,19 @@ def write_curves(out: Path, results: list[dict], floor: float) -> None:
                         f"{floor:.4f}",
                     ]
                 )
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))
+    names = list(dict.fromkeys(r["name"] for r in results))
     for r in results:
         xs = [p["images_seen"] for p in r["curve"]]
         ys = [p["fd"] for p in r["curve"]]
         style = "-" if r["name"] in ("defaults", "combo", "combo_third") else "--"
-        ax.plot(xs, ys, style, marker="o", ms=3, label=f"{r['name']} s{r['seed']}")
-    ax.axhline(floor, color="k", lw=1, ls=":", label="real-data floor")
+        color = colors[names.index(r["name"]) % 20]  # one colour per variant; seed 1 dotted
+        style = ":" if r["seed"] else style
+        ax.plot(xs, ys, style, color=color, marker="o", ms=3, label=f"{r['name']} s{r['seed']}")
+    ax.axhline(floor, color="k", lw=1, ls="-.", label="real-data floor")
     ax.set(xlabel="images seen", ylabel="FD (proxy)", yscale="log", title=PROXY)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
@@ -699,9 +703,24 @@ def main(argv=None) -> int:
     sampler_rows = None
     if not args.no_samplers:
         which = "combo" if not args.no_combo else "defaults"
-        sampler_rows = sampler_sweep(args.out / "runs" / f"{which}-s0", scorer=scorer, args=args)
-        for r in sampler_rows:
-            r["num_images"], r["model"] = args.num_images, which
+        key = {
+            "model": which,
+            "overrides": VARIANTS[which][1],
+            "num_images": args.num_images,
+            "sample_seed": args.sample_seed,
+            "steps": args.sampler_steps,
+            "ddpm_steps": args.ddpm_steps,
+        }
+        cache = args.out / "runs" / f"samplers-{which}.json"
+        saved = json.loads(cache.read_text()) if args.reuse and cache.is_file() else None
+        if saved is not None and saved["key"] == key:
+            log.info("samplers: reusing %s", cache)
+            sampler_rows = saved["rows"]
+        else:
+            sampler_rows = sampler_sweep(args.out / "runs" / f"{which}-s0", scorer=scorer, args=args)
+            for r in sampler_rows:
+                r["num_images"], r["model"] = args.num_images, which
+            write_json(cache, {"key": key, "rows": sampler_rows})
         write_sampler_plot(args.out, sampler_rows, floor)
         ref = next(r for r in sampler_rows if r["scheduler"] == "ddpm")
         info["sampler_cheapest_within_10pct"] = cheapest_within(
