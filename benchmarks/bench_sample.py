@@ -32,17 +32,20 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine as _machine  # noqa: E402
 from benchmarks._common import write_json  # noqa: E402
 
-PRESETS = {
-    # seed 000-like: three down levels, GroupNorm, no attention
-    "small": {"block_out_channels": (64, 128, 256), "layers_per_block": 2,
-              "down_block_types": ("DownBlock2D",) * 3, "up_block_types": ("UpBlock2D",) * 3},
-    # seed 001-like: widths 128/256/384/512, self-attention at 32, 16 and 8
-    "seed001": {"block_out_channels": (128, 256, 384, 512), "layers_per_block": 2,
-                "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")},
-    "tiny": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
-             "down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2},
-}  # fmt: skip
+# The trained presets' UNets come from their configs (one source of truth: seed001 has attention_head_dim 64);
+# "tiny" is the CPU smoke size.
+PRESETS = ("small", "seed001", "tiny")
+_TINY = {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
+         "down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}  # fmt: skip
+
+
+def preset_unet_kwargs(preset: str) -> dict:
+    """``UNet2DModel`` arguments of a preset at 64x64 (configs/train/<preset>.yaml's model section)."""
+    if preset == "tiny":
+        return {"sample_size": 64, **_TINY}
+    from training.config import load_train_config, unet_kwargs
+
+    return unet_kwargs(load_train_config(ROOT / "configs" / "train" / f"{preset}.yaml", ["data.resolution=64"]))
 
 
 def machine() -> dict:
@@ -62,7 +65,7 @@ def build(preset: str | None, model: str | None, device, dtype):
         unet, cfg, _ = load_pipeline(model)
     else:
         torch.manual_seed(0)
-        unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, **PRESETS[preset])
+        unet = UNet2DModel(**{"in_channels": 3, "out_channels": 3, **preset_unet_kwargs(preset)})
         cfg = dict(DDPMScheduler().config)
     unet = unet.to(device)
     if dtype != torch.float32:
