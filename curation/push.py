@@ -167,11 +167,18 @@ def stage_upload(out_dir: str | Path, stage_dir: str | Path, *, repo_id: str) ->
         raise PushError(f"{out}: no dataset/ or curation_report.json; run ptt-curate ... out={out} first")
     _refuse_links(out, [ds_dir, report_path])
     import datasets
-    from datasets import DatasetInfo, SplitDict, SplitInfo, load_from_disk
+    from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.table import embed_table_storage
 
+    from curation.store import DatasetFolderError, open_dataset
+
     datasets.disable_progress_bars()
-    dd = load_from_disk(str(ds_dir))
+    try:
+        dd = open_dataset(ds_dir)
+    except DatasetFolderError as exc:
+        raise PushError(str(exc)) from None
+    if not isinstance(dd, datasets.DatasetDict):
+        raise PushError(f"{ds_dir}: not a DatasetDict with train/test splits; write it again with ptt-curate")
     stage = Path(stage_dir)
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "data").mkdir(parents=True)
@@ -199,8 +206,6 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
     """Upload; returns the dataset URL. Raises PushError with the reason when offline or not logged in."""
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise PushError(f"--repo {repo_id!r}: expected USER/NAME")
-    if hub_offline():
-        raise PushError("HF_HUB_OFFLINE=1 is set: the Hub cannot be reached; unset it on a connected machine")
     import importlib
     import tempfile
 
@@ -215,7 +220,9 @@ def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) ->
             pass
 
     with tempfile.TemporaryDirectory(prefix="ptt-push-") as tmp:
-        stage = stage_upload(out_dir, Path(tmp) / "stage", repo_id=repo_id)
+        stage = stage_upload(out_dir, Path(tmp) / "stage", repo_id=repo_id)  # the local input is checked first
+        if hub_offline():
+            raise PushError("HF_HUB_OFFLINE=1 is set: the Hub cannot be reached; unset it on a connected machine")
         api = HfApi()
         try:
             url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common.fileio import atomic_replace_dir
 
-__all__ = ["DatasetFolderError", "FEATURE_COLUMNS", "is_dataset_dir", "read_split", "write_dataset"]
+__all__ = ["DatasetFolderError", "FEATURE_COLUMNS", "is_dataset_dir", "open_dataset", "read_split", "write_dataset"]
 
 FEATURE_COLUMNS = (
     "image", "face_id", "article_id", "image_url", "published_at", "face_score", "blur_var",
@@ -44,6 +44,24 @@ def read_split(path: str | Path, split: str | None, *, default: str = "train", r
     returned for ``split`` None or ``"train"``, or whenever ``required``; named ``split or "all"``."""
     import datasets
 
+    obj = open_dataset(path)
+    if isinstance(obj, datasets.DatasetDict):
+        split = split or default
+        if split not in obj:
+            if required:
+                raise DatasetFolderError(f"{path}: no split {split!r}; it has {', '.join(obj)}")
+            return None, split
+        return obj[split], split
+    if split in (None, "train") or required:
+        return obj, split or "all"
+    return None, split
+
+
+def open_dataset(path: str | Path):
+    """``datasets.load_from_disk(path)`` (a DatasetDict or a Dataset), or one :class:`DatasetFolderError` line
+    saying what is wrong: missing, not a datasets folder, or damaged (a cut-short arrow file, a bad JSON)."""
+    import datasets
+
     path = Path(path)
     if not path.exists():
         raise DatasetFolderError(
@@ -60,16 +78,7 @@ def read_split(path: str | Path, split: str | None, *, default: str = "train", r
             f"{path}: damaged datasets folder ({type(exc).__name__}: {first}); write it again with `ptt-curate` "
             "(or save_to_disk)"
         ) from None
-    if isinstance(obj, datasets.DatasetDict):
-        split = split or default
-        if split not in obj:
-            if required:
-                raise DatasetFolderError(f"{path}: no split {split!r}; it has {', '.join(obj)}")
-            return None, split
-        return obj[split], split
-    if split in (None, "train") or required:
-        return obj, split or "all"
-    return None, split
+    return obj
 
 
 def write_dataset(target: Path, kept: list[dict]) -> None:

@@ -101,6 +101,9 @@ def w(tmp_path_factory) -> Path:
     Path(arrow(w / "ds_cut_arrow")).write_bytes(data[: len(data) // 2])
     shutil.copytree(ds, w / "ds_bad_dict")
     (w / "ds_bad_dict" / "dataset_dict.json").write_text("{not json")
+    for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict"):  # ptt-curate push reads <out>/dataset + the report
+        shutil.copytree(w / d, w / f"out_{d}" / "dataset")
+        (w / f"out_{d}" / "curation_report.json").write_text("{}\n")
     (w / "gen").mkdir()
     for i in range(4):
         Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(w / "gen" / f"{i + 1:05d}.png")
@@ -160,7 +163,9 @@ CASES = [
          "checkpoint-2"], "checkpoint-2/meta.json", keep=["run"], logs=True),
     Case("ptt-train/damaged-dataset", [str(BIN / "ptt-train"), "--config", "{w}/tiny.yaml",
          "data.dataset_dir={w}/ds_bad_dict", "run_dir={w}/r_entry"], "ds_bad_dict", logs=True),
-    # damaged datasets: train, ptt-fid (ptt-curate push checks the Hub setting first: see README, Reliability)
+    # damaged datasets: train, ptt-fid, ptt-curate push (which reads its input before it looks at the Hub)
+    *[Case(f"curate-push/{d}", [str(BIN / "ptt-curate"), "push", "--repo", "u/n", f"{{w}}/out_{d}"], d,
+           keep=[f"out_{d}"]) for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
     *[Case(f"train/{d}", [*TRAIN, f"data.dataset_dir={{w}}/{d}", "run_dir={w}/r_" + d], d, keep=[d], logs=True)
       for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
     *[Case(f"fid/{d}", [*FID, "--ref", f"{{w}}/{d}:train"], d, keep=[d])
