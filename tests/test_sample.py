@@ -198,7 +198,8 @@ def test_two_processes_via_accelerate_write_their_shares(tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "evaluation.sample", "--model", str(pipe),
-           "--num-images", "5", "--out", str(out), "--steps", "2", "--batch-size", "2", "--no-progress"]  # fmt: skip
+           "--num-images", "5", "--out", str(out), "--scheduler", "ddim", "--steps", "2", "--batch-size", "2",
+           "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rank 0/2: wrote 3" in proc.stdout and "rank 1/2: wrote 2" in proc.stdout
@@ -245,3 +246,13 @@ def test_rerun_through_a_relative_model_path_is_the_same_model(pipeline64, tmp_p
     monkeypatch.chdir(pipeline64.parent)
     rc = main(["--model", f"./{pipeline64.name}", "--num-images", "2", "--out", str(out), "--steps", "1"])
     assert rc == 0 and sorted(p.name for p in out.glob("*.png")) == ["00001.png", "00002.png"]
+
+
+def test_the_default_sampler_is_ddpm_with_its_1000_steps(tmp_path):
+    """BENCHMARKS.md section 5: no faster sampler came within 10% of DDPM-1000, so ptt-sample defaults to it."""
+    import json
+
+    pipe = export_tiny_pipeline(tmp_path / "pipeline", 16)
+    assert main(["--model", str(pipe), "--num-images", "1", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
+    assert info["scheduler"] == "ddpm" and info["steps"] == 1000
