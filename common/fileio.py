@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import os
 import re
@@ -71,10 +70,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temps(folder: str | os.PathLike, *, legacy_age_s: float = 3600.0) -> list[Path]:
+def clean_stale_temps(
+    folder: str | os.PathLike, *, legacy_age_s: float = 3600.0, name: str | None = None
+) -> list[Path]:
     """Remove the crash leftovers of :func:`atomic_write` / :func:`atomic_replace_dir` directly in ``folder``
     whose owner pid is gone; returns what was removed. Never touches a live process's temporaries, nor any name
-    that is not one of ours."""
+    that is not one of ours. With ``name``, only the leftovers of that one target (``.<name>.tmp-<pid>...``)."""
     folder = Path(folder)
     removed: list[Path] = []
     try:
@@ -84,6 +85,8 @@ def clean_stale_temps(folder: str | os.PathLike, *, legacy_age_s: float = 3600.0
     now = time.time()
     for p in entries:
         m = _STALE_RE.match(p.name)
+        if name is not None and (m is None or m.group("name") != name):
+            continue
         try:
             if m:
                 stale = not pid_alive(int(m.group("pid")))
@@ -185,10 +188,7 @@ def atomic_replace_dir(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*-*"):  # a crashed run's, if its pid is gone
-        m = _STALE_RE.match(leftover.name)
-        if m and m.group("name") == target.name and not pid_alive(int(m.group("pid"))):
-            shutil.rmtree(leftover, ignore_errors=True)
+    clean_stale_temps(target.parent, name=target.name)  # a crashed run's, if its pid is gone
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir()
