@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["env_true", "hub_offline"]
+__all__ = ["env_true", "hub_offline", "is_repo_id"]
 
 _TRUE = frozenset({"1", "ON", "YES", "TRUE"})
 
@@ -28,3 +28,8 @@ def env_true(name: str) -> bool:
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` or ``PTT_OFFLINE`` says offline."""
     return env_true("HF_HUB_OFFLINE") or env_true("PTT_OFFLINE")
+
+
+def is_repo_id(value: str | None) -> bool:
+    """True for a Hub repo id of the form ``USER/NAME`` (or ``ORG/NAME``): one slash, both parts non-empty."""
+    return isinstance(value, str) and value.count("/") == 1 and all(value.split("/"))

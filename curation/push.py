@@ -26,7 +26,7 @@ from pathlib import Path
 from huggingface_hub import DatasetCardData
 
 from common.fileio import atomic_write_json
-from common.hub import hub_offline
+from common.hub import hub_offline, is_repo_id
 from common.paths import scrub_paths
 
 __all__ = [
@@ -204,7 +204,7 @@ def stage_upload(out_dir: str | Path, stage_dir: str | Path, *, repo_id: str) ->
 
 def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) -> str:
     """Upload; returns the dataset URL. Raises PushError with the reason when offline or not logged in."""
-    if "/" not in repo_id or repo_id.count("/") != 1:
+    if not is_repo_id(repo_id):
         raise PushError(f"--repo {repo_id!r}: expected USER/NAME")
     import importlib
     import tempfile
@@ -261,4 +261,4 @@ def pushed_dataset_repo(dataset_dir: str | Path | None) -> str | None:
         repo = json.loads(record.read_text(encoding="utf-8")).get("repo_id")
     except (OSError, ValueError, AttributeError):
         return None
-    return repo if isinstance(repo, str) and repo.count("/") == 1 else None
+    return repo if is_repo_id(repo) else None

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from common.hub import hub_offline
+from common.hub import hub_offline, is_repo_id
 from common.paths import scrub_paths
 
 __all__ = ["ALLOWED_PATTERNS", "PushError", "main", "push", "select_files"]
@@ -157,7 +157,7 @@ def push(
     """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
     from evaluation.modelcard import GRID_NAME, card_text, read_config, read_metrics
 
-    if "/" not in repo or repo.count("/") != 1 or not all(repo.split("/")):
+    if not is_repo_id(repo):
         raise PushError(f"--repo {repo!r}: give it as USER/NAME (or ORG/NAME)")
     folder = _resolve_folder(model)
     upload, skipped = select_files(folder)

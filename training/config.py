@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
+from common.hub import is_repo_id
 
 __all__ = ["TrainConfig", "load_train_config", "resolve_mixed_precision", "unet_kwargs", "DEFAULT_UNET"]
 
@@ -195,7 +196,7 @@ class HubConfig(StrictModel):
     @field_validator("repo_id", "dataset_repo")
     @classmethod
     def _user_name(cls, value: str | None) -> str | None:
-        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+        if value is not None and not is_repo_id(value):
             raise ValueError(f"{value!r} must be USER/NAME (or ORG/NAME)")
         return value
 
