@@ -67,3 +67,26 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
     return Path(path)
+
+
+def run_logged(cmd: list[str], log: Path, *, timeout: float, cwd: Path | None = None) -> tuple[int | str, float]:
+    """Run ``cmd`` with its stdout and stderr in ``log``: (exit status, or ``"timeout"``, and wall seconds)."""
+    import time
+
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        try:
+            rc: int | str = subprocess.run(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    return rc, time.perf_counter() - t0
+
+
+def log_tail(path: Path, n: int = 25) -> str:
+    """The last ``n`` lines of a log ('' when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""

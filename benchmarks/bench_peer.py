@@ -46,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import log_tail, run_logged  # noqa: E402
+
 PEER_NAME = "diffusers_train_unconditional.py"
 # shared/ inside the checkout (the device tool carries it), the kit's copy (fetch_wheels.sh), the sibling ../shared
 PEER_CANDIDATES = (
@@ -245,19 +247,13 @@ def run_child(kind: str, name: str, argv: list[str], work: Path, timeout: float)
         *argv,
     ]
     smi = SmiSampler()
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        try:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    wall = time.perf_counter() - t0
+    rc, wall = run_logged(cmd, log, timeout=timeout, cwd=ROOT)
     peak = smi.stop()
     out = {"rc": rc, "wall_s": round(wall, 1), "smi_peak_mib": peak, "log": str(log)}
     if res_path.is_file():
         out.update(json.loads(res_path.read_text()))
     if out["rc"] != 0:
-        out["log_tail"] = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        out["log_tail"] = log_tail(log, 30)
         print(f"  {name} failed (rc {out['rc']}); log tail:\n{out['log_tail']}", flush=True)
     return out
 
@@ -339,6 +335,7 @@ VARIANTS = {"ours": [], "compile": ["train.compile=true"]}
 
 
 def bench_preset(preset: str, args, peer: Path, ds_dir: Path, img_dir: Path, work: Path) -> dict:
+    from training.checkpoint import read_metrics
     from training.config import load_train_config
     from training.model import build_unet, count_parameters, unet_flops_per_image
 
@@ -365,9 +362,7 @@ def bench_preset(preset: str, args, peer: Path, ds_dir: Path, img_dir: Path, wor
         r = run_child(
             "ours", f"{preset}_{v}", ours_argv(preset, ds_dir, run_dir, args, VARIANTS[v]), work, args.timeout
         )
-        metrics = run_dir / "metrics.jsonl"
-        mrows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
-        r.update(rate_from_metrics(mrows, args.batch, args.skip))
+        r.update(rate_from_metrics(read_metrics(run_dir / "metrics.jsonl"), args.batch, args.skip))
         r["trainer"] = {"ours": "ours (preset, bf16)", "compile": "ours + torch.compile"}[v]
         rows.append(r)
     for r in rows:

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,46 +43,31 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchmarks._common import log_tail, run_logged  # noqa: E402
+
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
-
-
-def tail(path: Path, n: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 def run_cmd(name: str, cmd: list[str], logs: Path, timeout: float) -> dict:
     log = logs / f"{name}.log"
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        try:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
+    rc, seconds = run_logged(cmd, log, timeout=timeout, cwd=ROOT)
     res = {
         "name": name,
         "cmd": " ".join(cmd),
         "rc": rc,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(seconds, 1),
         "log": str(log),
     }
     print(f"  {name}: rc {rc} in {res['seconds']} s", flush=True)
     if rc not in (0, 137) or rc == "timeout":
-        print(f"  ---- {name} log tail\n{tail(log)}\n  ----", flush=True)
+        print(f"  ---- {name} log tail\n{log_tail(log)}\n  ----", flush=True)
     return res
 
 
 def read_metrics(run: Path) -> dict:
-    rows = []
-    p = run / "metrics.jsonl"
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
+    from training.checkpoint import read_metrics as metrics_rows  # the run directory's one metrics.jsonl reader
+
+    rows = metrics_rows(run / "metrics.jsonl")
     losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     heldout = [r["heldout_loss"] for r in rows if "heldout_loss" in r]
     nonfinite = max((r.get("nonfinite_total", 0) for r in rows), default=None)
