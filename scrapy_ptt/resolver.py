@@ -72,6 +72,11 @@ class _Collector:
         self.done.callback(self.addresses)
 
 
+def _first_block(addresses: list) -> str | None:
+    """The reason the first refused address gives (loopback, private, ...), or None when all may be connected to."""
+    return next((r for a in addresses if (r := blocked_reason_for_ip(a.host))), None)
+
+
 def _is_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
@@ -146,7 +151,7 @@ class GuardedResolver:
         elif self.is_trusted(host):
             reason = None
         else:
-            reason = next((r for a in addresses if (r := blocked_reason_for_ip(a.host))), None)
+            reason = _first_block(addresses)
         self.verdicts[host.lower()] = reason
         if reason == "private_host":
             log.info("refused %s: it resolves to %s", host, ", ".join(a.host for a in addresses))
@@ -160,7 +165,7 @@ class GuardedResolver:
         def judged(addrs):
             if trusting or self.allow_private or not addrs:
                 return self.judge(host, addrs)
-            return next((r for a in addrs if (r := blocked_reason_for_ip(a.host))), None)
+            return _first_block(addrs)
 
         d = self._lookup(host, 0, None, "TCP")
         d.addCallbacks(judged, lambda _f: self.judge(host, []))
