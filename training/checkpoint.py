@@ -349,13 +349,14 @@ def load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig, *, custom_objects
             f"--resume {ckpt}: damaged checkpoint: {problem}; resume from an older one "
             f"(--resume {ckpt.parent}/checkpoint-<step>) or --resume latest, which skips damaged ones"
         )
-    saved = read_meta(ckpt).get("custom_objects", custom_objects)
+    meta = read_meta(ckpt)
+    saved = meta.get("custom_objects", custom_objects)
     if ("ema" in saved) != ("ema" in custom_objects):
         raise ConfigError(
             f"--resume {ckpt}: that run had ema.enabled={str('ema' in saved).lower()}; set "
             f"ema.enabled={str('ema' in saved).lower()} to resume it, or start a new run_dir"
         )
-    for problem in resume_mismatches(read_meta(ckpt), cfg, world):
+    for problem in resume_mismatches(meta, cfg, world):
         log.warning("--resume %s: %s, so the run will not match an uninterrupted one", ckpt, problem)
     try:
         accelerator.load_state(str(ckpt))
