@@ -7,7 +7,7 @@ import os
 import pytest
 
 from common.fileio import atomic_replace_dir, atomic_write
-from common.hub import hub_offline
+from common.hub import hub_offline, hub_token
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,8 @@ def test_every_stage_uses_the_one_offline_check(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert features._offline() is True
     with pytest.raises(push.PushError, match="HF_HUB_OFFLINE"):
-        push._token()
-    assert pipeline.hub_offline is hub_offline and push.hub_offline is hub_offline
+        push.hub_token()
+    assert pipeline.hub_offline is hub_offline and push.hub_token is hub_token  # common.hub's offline check
 
 
 def test_atomic_replace_dir_swaps_whole_folders_and_keeps_the_old_one_on_error(tmp_path):
