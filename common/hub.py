@@ -78,7 +78,7 @@ def hub_token() -> str:
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (OSError, ConnectionError)
-    for mod, name in (("httpx", "TransportError"), ("requests", "RequestException")):
+    for mod, name in (("httpx", "TransportError"), ("httpx2", "TransportError"), ("requests", "RequestException")):
         try:  # whichever HTTP client this huggingface_hub uses
             errors += (getattr(importlib.import_module(mod), name),)
         except (ImportError, AttributeError):
