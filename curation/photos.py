@@ -133,6 +133,8 @@ def hash_photos(refs: list[PhotoRef], posts: int, images: Path, cache_dir: Path,
                 log.warning("%s: unreadable cache entry, detecting again", cpath)
             if cache_is_valid(cached, signature):
                 photos.cache_hits += 1
+        # the task names the photo, and its worker reads the bytes again (from the page cache, as a rule): handing
+        # these bytes on would hold every photo of the crawl in memory between the two steps
         photos.tasks.append((str(path), sha1, cached))
     return photos
 
