@@ -2,7 +2,7 @@
 
 Builds ``--photos`` distinct ~1 MP JPEGs from the offline photos (t1.jpg, astronaut, Tom Hanks: resized,
 rotated, shifted, recoloured so every file has new bytes and no cache hit), then runs the real curation
-(``curation.dataset.run_curation``: decode, RetinaFace + landmark refinement + gender, alignment, metrics,
+(``curation.run.run_curation``: decode, RetinaFace + landmark refinement + gender, alignment, metrics,
 dedupe, dataset + previews written) once per variant in a fresh child process, interleaved over
 ``--repeats`` rounds, plus one rerun from the detection cache. Prints a table and writes
 ``bench_out/curation.json``::
@@ -41,7 +41,7 @@ def make_photos(root: Path, n: int, megapixels: float = 1.0) -> Path:
     import cv2
     import numpy as np
 
-    from curation import synth
+    from tests import _synth as synth  # test photos live with the tests; ROOT is on sys.path
 
     bases = [synth.t1(), synth.astronaut(), synth.insightface_image("Tom_Hanks_54745.png")]
     photos = {}
@@ -60,7 +60,7 @@ def make_photos(root: Path, n: int, megapixels: float = 1.0) -> Path:
 
 def child(args: argparse.Namespace) -> None:
     from curation.config import CurationConfig
-    from curation.dataset import run_curation
+    from curation.run import run_curation
 
     cfg = CurationConfig(feed=args.feed, images=args.images, out=args.out, workers=args.child_workers)
     cfg.filters.min_face_area_ratio = 0.0  # keep t1's faces: measure the whole path, not the rejects

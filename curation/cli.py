@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -32,13 +31,9 @@ def _fail(msg: str) -> int:
 
 
 def _review(argv: list[str]) -> int:
-    try:
-        review = importlib.import_module("curation.review")
-    except ModuleNotFoundError as exc:
-        if exc.name != "curation.review":
-            raise
-        return _fail("the review page (curation/review.py) is not installed in this checkout")
-    return int(review.main_review(argv) or 0)
+    from curation.review import main_review
+
+    return main_review(argv)
 
 
 def _push(argv: list[str]) -> int:
@@ -102,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    from curation.dataset import CurationError, run_curation
     from curation.detect import DetectorError
+    from curation.run import CurationError, run_curation
 
     try:
         report = run_curation(cfg)

@@ -3,7 +3,8 @@
 The crawl names it by dotted path (``PTT_PHOTO_FILTER``, default ``curation.download_filter.PhotoFilter``) and
 turns it on with ``-s PTT_FACE_FILTER=True`` (no face found by curation's RetinaFace detector: ``no_face``) and/or
 ``-s PTT_MIN_BLUR_VAR=100`` (Laplacian variance of the grey photo under the threshold: ``blurry``), so the crawler
-never imports curation itself. Example::
+never imports curation itself. It is a plug-in of a later stage: ``tests/test_layout.py`` reads that dotted path and
+fails if nothing it imports, however far, leads back into ``scrapy_ptt``. Example::
 
     from curation.download_filter import face_filter_reason
     print(face_filter_reason(open("photo.jpg", "rb").read(), min_blur_var=100.0))   # None, or "blurry"

@@ -1,6 +1,6 @@
 """Face quality metrics, pose, hashes and the reject decision (pure: numpy and cv2 only).
 
-Metrics (each a dataset column, see ``curation/dataset.py``):
+Metrics (fields of the face record, ``curation.record.FaceRecord``; thresholds in ``curation.config.FilterConfig``):
 
 - ``blur_var``: variance of the Laplacian of the grey 64x64 aligned face (what the model will see);
   low means blurry. Reject under ``min_blur_var`` (seeds used 50 and 60).
@@ -29,18 +29,19 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from curation.config import FilterConfig
+
 __all__ = [
     "REASONS",
-    "FilterThresholds",
     "laplacian_variance",
     "eye_distance",
     "eye_brightness",
@@ -75,24 +76,6 @@ REASONS = (
 # Nose-tip depth in front of the eye centres over half the eye distance, for an average adult head
 # (about 22 mm over 32 mm): the nose's sideways offset, in half eye distances, is tan(yaw) * this.
 _NOSE_DEPTH_RATIO = 0.69
-
-
-@dataclass(frozen=True)
-class FilterThresholds:
-    """The thresholds :func:`judge_face` applies; mirrors ``curation.config.FilterConfig``."""
-
-    min_face_area_ratio: float = 0.015
-    min_eye_distance_px: float = 15.0
-    min_blur_var: float = 50.0
-    min_eye_brightness: float = 60.0
-    frontal_yaw_deg: float = 20.0
-    max_abs_yaw_deg: float | None = None
-    keep_gender: str | None = None
-
-    @classmethod
-    def from_config(cls, filters) -> FilterThresholds:
-        """The thresholds of a ``curation.config.FilterConfig`` (any object with these attribute names)."""
-        return cls(**{f.name: getattr(filters, f.name) for f in dataclasses.fields(cls)})
 
 
 def laplacian_variance(rgb_or_gray: np.ndarray) -> float:
@@ -172,8 +155,9 @@ def sha1_bytes(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def judge_face(m: dict, t: FilterThresholds) -> str | None:
-    """First reject reason for one face's metrics ``m`` (keys as the dataset columns), or None to keep it."""
+def judge_face(m: dict, t: FilterConfig) -> str | None:
+    """First reject reason for one face's metrics ``m`` (a face record's fields) under the thresholds ``t``, or
+    None to keep it."""
     if m["face_area_ratio"] < t.min_face_area_ratio:
         return "small_face"
     if m["eye_distance"] < t.min_eye_distance_px:

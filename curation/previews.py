@@ -140,7 +140,7 @@ def write_previews(folder: Path, rows: list[dict], photo_thumbs: dict[str, list[
     for name, group in groups.items():
         if not group and name != "kept":
             continue
-        tiles = [_decode(r["_png"]) for r in group[:n]]
+        tiles = [_decode(r["image"]) for r in group[:n]]
         sheet = contact_sheet(tiles, cols=10, labels=[_label(r) for r in group[:n]])
         atomic_write_png(folder / f"{name}.png", sheet)
         written[name] = str(folder / f"{name}.png")

@@ -26,8 +26,9 @@ from pathlib import Path
 from huggingface_hub import DatasetCardData
 
 from common.fileio import atomic_write_json
-from common.hub import hub_offline, is_repo_id
+from common.hub import PushError, hub_errors, hub_token, is_repo_id, require_repo_id
 from common.paths import scrub_paths
+from curation.record import DATASET_COLUMNS
 
 __all__ = [
     "PUSH_RECORD",
@@ -41,10 +42,6 @@ __all__ = [
 
 # Written into the output folder after a push: {"repo_id", "url", "private"}; the model card links that repo.
 PUSH_RECORD = "hub_push.json"
-
-
-class PushError(RuntimeError):
-    """The push cannot proceed; the message says why and what to do."""
 
 
 def _size_category(n: int) -> str:
@@ -122,8 +119,7 @@ def build_card(report: dict, repo_id: str, data: DatasetCardData | None = None) 
         "",
         "## Columns",
         "",
-        "`image` (64x64 RGB), `face_id`, `article_id`, `image_url`, `published_at`, `face_score`, `blur_var`,",
-        "`eye_distance`, `eye_brightness`, `yaw`, `pose`, `gender`, `phash`.",
+        ", ".join(f"`{c}`" + (" (64x64 RGB)" if c == "image" else "") for c in DATASET_COLUMNS) + ".",
         "",
         "## Sources",
         "",
@@ -204,50 +200,20 @@ def stage_upload(out_dir: str | Path, stage_dir: str | Path, *, repo_id: str) ->
 
 def push_dataset(out_dir: str | Path, repo_id: str, *, private: bool = False) -> str:
     """Upload; returns the dataset URL. Raises PushError with the reason when offline or not logged in."""
-    if not is_repo_id(repo_id):
-        raise PushError(f"--repo {repo_id!r}: expected USER/NAME")
-    import importlib
+    require_repo_id(repo_id)
     import tempfile
 
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
-
-    net_errors: tuple[type[BaseException], ...] = (OSError, ConnectionError)
-    for mod, name in (("httpx", "TransportError"), ("httpx2", "TransportError"), ("requests", "RequestException")):
-        try:  # whichever HTTP client this huggingface_hub uses
-            net_errors += (getattr(importlib.import_module(mod), name),)
-        except (ImportError, AttributeError):
-            pass
 
     with tempfile.TemporaryDirectory(prefix="ptt-push-") as tmp:
         stage = stage_upload(out_dir, Path(tmp) / "stage", repo_id=repo_id)  # the local input is checked first
-        if hub_offline():
-            raise PushError("HF_HUB_OFFLINE=1 is set: the Hub cannot be reached; unset it on a connected machine")
-        api = HfApi()
-        try:
+        token = hub_token()
+        api = HfApi(token=token)
+        with hub_errors(repo_id, token):
             url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
             api.upload_folder(
                 folder_path=str(stage), repo_id=repo_id, repo_type="dataset", commit_message="ptt-curate push"
             )
-        except LocalTokenNotFoundError:
-            raise PushError(
-                "no Hugging Face token: run `hf auth login` (or `huggingface-cli login`) "
-                "or set HF_TOKEN to a token with write access"
-            ) from None
-        except OfflineModeIsEnabled:
-            raise PushError(
-                "HF_HUB_OFFLINE=1 is set: the Hub cannot be reached; unset it on a connected machine"
-            ) from None
-        except HfHubHTTPError as exc:
-            code = getattr(getattr(exc, "response", None), "status_code", None)
-            if code in (401, 403):
-                raise PushError(
-                    f"the Hub refused the token (HTTP {code}); run `huggingface-cli login` "
-                    "or set HF_TOKEN to a token with write access"
-                ) from None
-            raise PushError(f"the Hub answered an error pushing {repo_id}: {str(exc).splitlines()[0]}") from None
-        except net_errors as exc:
-            raise PushError(f"cannot reach the Hub ({type(exc).__name__}); check the network and retry") from None
     atomic_write_json(Path(out_dir) / PUSH_RECORD, {"repo_id": repo_id, "url": str(url), "private": private})
     return str(url)
 

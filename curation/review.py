@@ -2,10 +2,9 @@
 
 Input is a curation output folder ``OUT`` written by ``ptt-curate``:
 
-- ``OUT/faces.jsonl``: one JSON object per detected face (kept or rejected) with ``face_id``, ``status``
-  (``kept``/``rejected``), ``reason`` (null or a reject reason), ``split`` and the metric columns
-  (``face_score``, ``blur_var``, ``eye_distance``, ``eye_brightness``, ``yaw``, ``pose``, ``gender``, ``phash``,
-  ``article_id``, ``image_url``);
+- ``OUT/faces.jsonl``: one JSON object per detected face (kept or rejected), a ``curation.record.FaceRecord``
+  without its image; the page shows its ``PAGE_COLUMNS`` (``face_id``, ``status``, ``reason``, ``split``, the
+  metrics, ``pose``, ``gender``, ``article_id``, ``image_url``);
 - ``OUT/faces/<face_id>.png``: the 64x64 aligned crop of every face;
 - optionally ``OUT/review.json`` and ``OUT/curation_report.json``.
 
@@ -49,7 +48,7 @@ import shutil
 import sys
 import webbrowser
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ import numpy as np
 from PIL import Image
 
 from common.fileio import atomic_replace_dir, atomic_write, iter_jsonl
+from curation.record import FLOAT_COLUMNS, PAGE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +73,9 @@ EMBED_MAX_BYTES = (
 )  # "auto": embed while sheets total <= 8 MiB (~1000 faces; 20 MiB pages load in ~2.4 s)
 SPRITES_MODES = ("auto", "embed", "files")
 
-# Columns sent to the page, in this order (one JSON array per face keeps the page small: ~120 bytes a face).
-PAGE_COLUMNS = (
-    "face_id",
-    "status",
-    "reason",
-    "split",
-    "face_score",
-    "blur_var",
-    "eye_distance",
-    "eye_brightness",
-    "yaw",
-    "pose",
-    "gender",
-    "article_id",
-    "image_url",
-)
-_NUMERIC = {"face_score", "blur_var", "eye_distance", "eye_brightness", "yaw"}
+# Columns sent to the page: the record's PAGE_COLUMNS (one JSON array per face keeps the page small: ~120 bytes a
+# face); the numeric ones are rounded.
+_NUMERIC = frozenset(FLOAT_COLUMNS) & frozenset(PAGE_COLUMNS)
 
 
 class ReviewError(ValueError):
@@ -101,17 +87,6 @@ class Face:
     face_id: str
     record: dict[str, Any]
     png_path: Path
-
-
-@dataclass
-class SpriteSheets:
-    """Thumbnails packed row-major: face ``k`` is on sheet ``k // per_sheet``, cell ``k % per_sheet``."""
-
-    pngs: list[bytes]
-    side: int
-    thumb_px: int
-    pad_px: int  # each thumbnail is framed by a copy of its edge pixels, so zoomed sprites never bleed into neighbours
-    missing: list[str] = field(default_factory=list)  # face ids whose PNG was missing or unreadable (grey cell)
 
 
 # ---------------------------------------------------------------- review file
@@ -219,15 +194,6 @@ def iter_sprite_sheets(
         buf = io.BytesIO()
         Image.fromarray(sheet).save(buf, format="PNG", compress_level=1)  # 4x faster than level 6, ~7% larger
         yield buf.getvalue()
-
-
-def build_sprite_sheets(
-    pngs: Sequence[Path], *, side: int = SHEET_SIDE, thumb_px: int = THUMB_PX, pad_px: int = SPRITE_PAD_PX
-) -> SpriteSheets:
-    """All sheets of ``iter_sprite_sheets`` in memory, with the layout they use."""
-    missing: list[str] = []
-    pngs_out = list(iter_sprite_sheets(pngs, side=side, thumb_px=thumb_px, pad_px=pad_px, missing=missing))
-    return SpriteSheets(pngs_out, side, thumb_px, pad_px, missing)
 
 
 # ---------------------------------------------------------------- page
@@ -371,9 +337,6 @@ def write_review_page(
         page_path,
     )
     return page_path
-
-
-# ---------------------------------------------------------------- disk helpers
 
 
 # ---------------------------------------------------------------- entry point

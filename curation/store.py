@@ -1,7 +1,8 @@
 """The curated dataset folder (contracts.md section 3): its writer and its one reader, side by side.
 
 ``<out>/dataset/`` is a ``datasets.DatasetDict`` saved with ``save_to_disk``, splits ``train`` and ``test``, an
-``image`` column (64x64 RGB PNGs) and the :data:`FEATURE_COLUMNS`. ``ptt-curate`` writes it through
+``image`` column (64x64 RGB PNGs) and the other ``curation.record.DATASET_COLUMNS`` (types and meanings in
+``curation.record.FaceRecord``). ``ptt-curate`` writes it through
 :func:`write_dataset`; every reader (the trainer's ``data.dataset_dir``, ``ptt-fid --ref``) opens it through
 :func:`read_split`, which also takes a bare ``Dataset`` folder (``save_to_disk`` of one split) and says in one
 line, as a :class:`DatasetFolderError`, what is wrong with anything else.
@@ -18,14 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.fileio import atomic_replace_dir
+from curation.record import DATASET_COLUMNS, FIELDS, FaceRecord
 
-__all__ = ["DatasetFolderError", "FEATURE_COLUMNS", "is_dataset_dir", "open_dataset", "read_split", "write_dataset"]
-
-FEATURE_COLUMNS = (
-    "image", "face_id", "article_id", "image_url", "published_at", "face_score", "blur_var",
-    "eye_distance", "eye_brightness", "yaw", "pose", "gender", "phash",
-)  # fmt: skip
-_FLOAT_COLUMNS = ("face_score", "blur_var", "eye_distance", "eye_brightness", "yaw")
+__all__ = ["DatasetFolderError", "is_dataset_dir", "open_dataset", "read_split", "write_dataset"]
 
 
 class DatasetFolderError(ValueError):
@@ -81,26 +77,22 @@ def open_dataset(path: str | Path):
     return obj
 
 
-def write_dataset(target: Path, kept: list[dict]) -> None:
-    """``kept`` rows (each with ``split``, ``_png`` bytes and the FEATURE_COLUMNS) as a ``DatasetDict`` folder:
+def write_dataset(target: Path, kept: list[FaceRecord]) -> None:
+    """``kept`` records (each with its ``split``) as a ``DatasetDict`` folder of the ``DATASET_COLUMNS``:
     ``save_to_disk`` into a temp folder beside ``target``, then swapped in (never a half-written dataset)."""
     import datasets
     from datasets import Dataset, DatasetDict, Features, Image, Value
 
     datasets.disable_progress_bars()  # our own bar covers the run; theirs would print one line per split
 
-    features = Features({
-        "image": Image(),
-        **{c: Value("float32") if c in _FLOAT_COLUMNS else Value("string") for c in FEATURE_COLUMNS[1:]},
-    })  # fmt: skip
+    dtype = {c: FIELDS[c].dtype for c in DATASET_COLUMNS}
+    features = Features({c: Image() if dtype[c] == "image" else Value(dtype[c]) for c in DATASET_COLUMNS})
     splits = {}
     for split in ("train", "test"):
         part = [r for r in kept if r["split"] == split]
-        cols: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
-        for r in part:
-            cols["image"].append({"bytes": r["_png"], "path": None})
-            for c in FEATURE_COLUMNS[1:]:
-                cols[c].append(r[c])
+        cols: dict[str, list] = {
+            c: [{"bytes": r[c], "path": None} if dtype[c] == "image" else r[c] for r in part] for c in DATASET_COLUMNS
+        }
         splits[split] = Dataset.from_dict(cols, features=features)
     with atomic_replace_dir(target) as tmp:
         DatasetDict(splits).save_to_disk(str(tmp))

@@ -24,17 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 from common.fileio import atomic_replace_dir, atomic_write_json
-from common.hub import hub_offline
+from common.hub import hub_offline, is_repo_id
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineError", "export_pipeline", "load_pipeline", "resolve_pipeline_dir"]
-
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class PipelineError(RuntimeError):
@@ -96,7 +93,7 @@ def load_pipeline(model: str, *, device=None):
         cfg_path = path / "scheduler" / "scheduler_config.json"
         scheduler_config = json.loads(cfg_path.read_text(encoding="utf-8"))
         source = str(path.resolve())  # one name per folder: a relative path does not look like another model
-    elif _HUB_ID_RE.match(model) and not Path(model).exists() and not model.startswith((".", "/")):
+    elif is_repo_id(model) and not Path(model).exists() and not model.startswith((".", "/")):
         from diffusers import DDPMScheduler
 
         try:

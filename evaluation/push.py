@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from common.hub import hub_offline, is_repo_id
+from common.hub import PushError, hub_errors, hub_token, require_repo_id
 from common.paths import scrub_paths
 
 __all__ = ["ALLOWED_PATTERNS", "PushError", "main", "push", "select_files"]
@@ -46,10 +46,6 @@ ALLOWED_PATTERNS = (
     "sample_grid.png",
 )
 REQUIRED = ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
-
-
-class PushError(RuntimeError):
-    """The push cannot go ahead (bad folder, no token, offline, Hub error); the message says what to do."""
 
 
 def _resolve_folder(model: str | os.PathLike) -> Path:
@@ -133,17 +129,6 @@ def _sample_grid_png(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def _token() -> str:
-    if hub_offline():
-        raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it on a machine that reaches the Hub")
-    from huggingface_hub import get_token
-
-    token = get_token()
-    if not token:
-        raise PushError("no Hugging Face token; run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN")
-    return token
-
-
 def push(
     model: str | os.PathLike,
     repo: str,
@@ -157,8 +142,7 @@ def push(
     """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
     from evaluation.modelcard import GRID_NAME, card_text, read_config, read_metrics
 
-    if not is_repo_id(repo):
-        raise PushError(f"--repo {repo!r}: give it as USER/NAME (or ORG/NAME)")
+    require_repo_id(repo)
     folder = _resolve_folder(model)
     upload, skipped = select_files(folder)
     sample_grid = GRID_NAME not in upload and grid  # the card shows a grid; sample one when the folder has none
@@ -190,7 +174,7 @@ def push(
     }
     if dry_run:
         return summary
-    token = _token()
+    token = hub_token()
     from huggingface_hub import CommitOperationAdd, HfApi
 
     ops = [
@@ -203,12 +187,9 @@ def push(
     if grid_bytes is not None:
         ops.append(CommitOperationAdd(path_in_repo=GRID_NAME, path_or_fileobj=grid_bytes))
     api = HfApi(token=token)
-    try:
+    with hub_errors(repo, token):
         url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
         info = api.create_commit(repo, ops, commit_message=commit_message, repo_type="model")
-    except Exception as exc:  # noqa: BLE001 - any Hub/network failure becomes one line, with the token scrubbed
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(token, "***")
-        raise PushError(f"push to {repo} failed: {type(exc).__name__}: {msg}") from None
     summary["url"] = str(getattr(info, "commit_url", None) or url)
     return summary
 

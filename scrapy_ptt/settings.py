@@ -41,7 +41,9 @@ PTT_MAX_INDEX_PAGES = 0
 PTT_STATS_FILE = None
 PTT_FACE_FILTER = False
 PTT_MIN_BLUR_VAR = 0.0
-PTT_PHOTO_FILTER = "curation.download_filter.PhotoFilter"  # a dotted path: the crawler imports no later stage
+# A later stage's plug-in, named (never imported) and loaded only when the filter is on; tests/test_layout.py
+# checks that it exists and that nothing it imports leads back into the crawler.
+PTT_PHOTO_FILTER = "curation.download_filter.PhotoFilter"
 PTT_FEED_BY_MONTH = None
 
 # Politeness: say who we are, obey robots.txt, one site at a time, adapt to the server's latency.

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from curation import filters as F
-from curation import synth
 from curation.align import align_face, estimate_transform, similarity_from_points, template_points
 from curation.detect import RetinaFaceDetector, refine_landmarks
+from tests import _synth as synth
 
 TOL_PX = 2.0
 

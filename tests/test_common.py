@@ -7,7 +7,7 @@ import os
 import pytest
 
 from common.fileio import atomic_replace_dir, atomic_write
-from common.hub import hub_offline
+from common.hub import hub_offline, hub_token
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,8 @@ def test_every_stage_uses_the_one_offline_check(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert features._offline() is True
     with pytest.raises(push.PushError, match="HF_HUB_OFFLINE"):
-        push._token()
-    assert pipeline.hub_offline is hub_offline and push.hub_offline is hub_offline
+        push.hub_token()
+    assert pipeline.hub_offline is hub_offline and push.hub_token is hub_token  # common.hub's offline check
 
 
 def test_atomic_replace_dir_swaps_whole_folders_and_keeps_the_old_one_on_error(tmp_path):
@@ -80,3 +80,26 @@ def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp
     monkeypatch.setattr(os, "replace", replace)
     atomic_write(tmp_path / "x.txt", "data")
     assert events == [("fsync", False), ("replace", None), ("fsync", True)]
+
+
+def test_every_hub_failure_is_one_line_without_the_token():
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    from common.hub import PushError, hub_errors
+
+    token = "hf_secret123"
+    refused = HfHubHTTPError(
+        f"401 for Bearer {token}", response=httpx2.Response(401, request=httpx2.Request("POST", "https://hub"))
+    )
+    cases = {
+        refused: "push to me/x failed: the Hub refused the token (HTTP 401); run `hf auth login`",
+        LocalTokenNotFoundError("none"): "no Hugging Face token",
+        ConnectionResetError(f"reset {token}"): "push to me/x failed: cannot reach the Hub (ConnectionResetError)",
+        ValueError(f"bad card {token}\nsecond line"): "push to me/x failed: ValueError: bad card ***",
+    }
+    for exc, start in cases.items():
+        with pytest.raises(PushError) as got, hub_errors("me/x", token):
+            raise exc
+        msg = str(got.value)
+        assert msg.startswith(start) and token not in msg and "\n" not in msg, msg

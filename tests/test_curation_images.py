@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import synth
 from curation.images import decode_photo
+from tests import _synth as synth
 
 
 @pytest.fixture(scope="module")

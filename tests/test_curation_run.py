@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import cli, synth
-from curation.dataset import FEATURE_COLUMNS
+from curation import cli
+from curation.record import DATASET_COLUMNS as FEATURE_COLUMNS
+from tests import _synth as synth
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "curation.yaml")
 
@@ -295,24 +296,24 @@ def test_push_offline_is_a_clear_error_and_stages_parquet(first_run, tmp_path, c
 def test_a_dying_worker_is_a_one_line_error_and_the_rerun_resumes(tmp_path, capsys, monkeypatch):
     import os
 
-    from curation import dataset
+    from curation import photos as photo_work
 
     a = synth.astronaut()
     photos = {f"p{i}.png": synth.rotate(a, 5.0 * i) for i in range(4)}
     feed = synth.write_store(tmp_path / "s", photos)
-    real = dataset.process_photo
+    real = photo_work.process_photo
 
     def dies_on_p3(path, *args, **kw):
         if path.endswith("p3.png"):
             os._exit(1)  # like the kernel's OOM killer: no exception, the process is gone
         return real(path, *args, **kw)
 
-    monkeypatch.setattr(dataset, "process_photo", dies_on_p3)  # inherited by the forked workers
+    monkeypatch.setattr(photo_work, "process_photo", dies_on_p3)  # inherited by the forked workers
     argv = [f"feed={feed}", f"images={tmp_path / 's' / 'images'}", f"out={tmp_path / 'o'}", "workers=2"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "worker died" in err and "resume" in err and len(err.splitlines()) == 1
-    monkeypatch.setattr(dataset, "process_photo", real)
+    monkeypatch.setattr(photo_work, "process_photo", real)
     assert cli.main(argv) == 0
     rep = _report(tmp_path / "o")
     assert rep["photos"]["from_cache"] + rep["photos"]["detected_now"] == 4
@@ -332,7 +333,7 @@ def test_corrupt_cache_entry_is_detected_again(store, first_run, tmp_path):
 
 def test_assign_splits_is_stable_and_has_a_floor():
     from curation.config import SplitConfig
-    from curation.dataset import assign_splits
+    from curation.faces import assign_splits
 
     ids = [f"{i:016x}-0" for i in range(1000)]
     cfg = SplitConfig(test_fraction=0.1, seed=0)

@@ -11,7 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from curation import cli
-from curation.dataset import hash_photos, read_feed, store_relative
+from curation.inputs import read_feed, store_relative
+from curation.photos import hash_photos
 
 
 def _feed(tmp_path: Path, paths: list[str]) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation import synth
 from curation.config import DetectorConfig
 from curation.detect import (
     DetectorError,
@@ -17,6 +16,7 @@ from curation.detect import (
     decode_retinaface,
     refine_landmarks,
 )
+from tests import _synth as synth
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import numpy as np
@@ -10,10 +9,10 @@ import pytest
 from PIL import Image
 
 from curation import filters as F
-from curation import synth
-from curation.config import CurationConfig
-from curation.dataset import process_photo
+from curation.config import CurationConfig, FilterConfig
 from curation.detect import RetinaFaceDetector
+from curation.photos import process_photo
+from tests import _synth as synth
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def _measure(tmp_path, rgb_or_bytes, cfg, name="p.png"):
 
 
 def _th(cfg, **kw):
-    return dataclasses.replace(F.FilterThresholds.from_config(cfg.filters), **kw)
+    return cfg.filters.model_copy(update=kw)
 
 
 def test_clean_astronaut_is_kept(tmp_path, cfg, astro):
@@ -186,13 +185,13 @@ def test_near_duplicate_index_matches_brute_force(radius):
 
 def test_judge_order_and_thresholds():
     m = dict(face_area_ratio=0.5, eye_distance=40.0, blur_var=500.0, eye_brightness=120.0, yaw=0.0, gender="female")
-    t = F.FilterThresholds()
+    t = FilterConfig()
     assert F.judge_face(m, t) is None
     assert F.judge_face({**m, "blur_var": 49.9}, t) == "blur"
     assert F.judge_face({**m, "blur_var": 49.9, "eye_distance": 10.0}, t) == "eye_distance"
     assert F.judge_face({**m, "eye_brightness": 59.0}, t) == "eye_brightness"
     assert F.judge_face({**m, "face_area_ratio": 0.01, "blur_var": 1.0}, t) == "small_face"
-    assert F.judge_face({**m, "yaw": 45.0}, F.FilterThresholds(max_abs_yaw_deg=30.0)) == "pose"
+    assert F.judge_face({**m, "yaw": 45.0}, FilterConfig(max_abs_yaw_deg=30.0)) == "pose"
 
 
 def test_several_faces_per_photo_when_configured(tmp_path):
@@ -222,9 +221,14 @@ def test_reduced_jpeg_decoding_keeps_metrics_in_photo_pixels(tmp_path, astro):
     assert F.hamming(half["phash"], full["phash"]) <= 6
 
 
-def test_thresholds_from_config_carry_every_threshold():
+def test_judge_face_applies_the_config_thresholds():
     filters = {"min_blur_var": 61.5, "max_abs_yaw_deg": 30.0, "keep_gender": "male"}
     cfg = CurationConfig.model_validate({"filters": filters})
-    t = F.FilterThresholds.from_config(cfg.filters)
+    t = cfg.filters
     assert (t.min_blur_var, t.max_abs_yaw_deg, t.keep_gender) == (61.5, 30.0, "male")
     assert t.min_eye_distance_px == cfg.filters.min_eye_distance_px == 15.0
+    m = dict(face_area_ratio=0.5, eye_distance=40.0, blur_var=500.0, eye_brightness=120.0, yaw=0.0, gender="male")
+    assert F.judge_face(m, t) is None
+    assert F.judge_face({**m, "blur_var": 61.0}, t) == "blur"  # kept under the default 50, not under 61.5
+    assert F.judge_face({**m, "yaw": 31.0}, t) == "pose"
+    assert F.judge_face({**m, "gender": "female"}, t) == "gender"

@@ -4,11 +4,17 @@ Stages stand on one another in the order the data flows, over one common base: `
 ``curation`` <- ``evaluation`` <- ``training`` (evaluation knows the curated dataset and diffusers' pipeline folder,
 never the trainer; the trainer samples and scores through it). A package may import only those below it, and no
 two modules may import each other, directly or round a longer circle.
+
+A dotted path in a string (Scrapy's way to name a class in its settings, e.g. ``PTT_PHOTO_FILTER``) is an import
+made at run time, so it is read too: it must name a module and attribute that exist, it counts in the circle check,
+and where it names a later stage (the crawler's optional photo filter, ``curation.download_filter.PhotoFilter``)
+that module is a plug-in: nothing it imports, however far, may lead back into the floor that names it.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -35,10 +41,59 @@ def _imports(path: Path) -> set[str]:
     return {name for name in found if name.split(".")[0] in FLOORS}
 
 
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for floor in FLOORS for p in (ROOT / floor).rglob("*.py")}
+
+
 def _graph() -> dict[str, set[str]]:
-    files = [p for floor in FLOORS for p in (ROOT / floor).rglob("*.py")]
-    modules = {_module_name(p): p for p in files}
+    modules = _modules()
     return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+_DOTTED = re.compile(rf"(?:{'|'.join(FLOORS)})(?:\.\w+)+")
+
+
+def _dotted_paths(path: Path) -> set[str]:
+    """Every string constant of ``path`` that is a whole dotted path into the project (``curation.x.Y``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.fullmatch(node.value)
+    }
+
+
+def _late_bound() -> dict[str, set[tuple[str, str]]]:
+    """``{module: {(dotted path, the module it names)}}`` for the dotted paths that name a project module."""
+    modules = _modules()
+    found: dict[str, set[tuple[str, str]]] = {}
+    for name, path in modules.items():
+        for dotted in _dotted_paths(path):
+            target = dotted if dotted in modules else dotted.rpartition(".")[0]
+            if target in modules and target != name:
+                found.setdefault(name, set()).add((dotted, target))
+    return found
+
+
+def _top_level_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
 
 
 @pytest.mark.parametrize("floor", FLOORS)
@@ -90,5 +145,43 @@ def test_the_circle_finder_finds_a_circle():
 
 
 def test_no_two_modules_import_each_other():
-    circles = _circles(_graph())
+    graph = _graph()
+    for name, refs in _late_bound().items():  # a dotted path loaded at run time closes a circle as well
+        graph[name] |= {target for _, target in refs}
+    circles = _circles(graph)
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_the_checker_reads_dotted_paths(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'A = "curation.download_filter.PhotoFilter"  # a comment\nB = "curation is fun"\n', encoding="utf-8"
+    )
+    assert _dotted_paths(probe) == {"curation.download_filter.PhotoFilter"}
+    assert ("curation.download_filter.PhotoFilter", "curation.download_filter") in _late_bound()["scrapy_ptt.settings"]
+
+
+def test_every_dotted_path_names_what_exists():
+    modules = _modules()
+    missing = sorted(
+        f"{name}: {dotted}"
+        for name, refs in _late_bound().items()
+        for dotted, target in refs
+        if dotted != target and dotted.rpartition(".")[2] not in _top_level_names(modules[target])
+    )
+    assert not missing, "dotted paths naming nothing: " + "; ".join(missing)
+
+
+def test_a_later_stage_named_by_dotted_path_is_a_plugin_that_never_leads_back():
+    """The crawl may name curation's photo filter (Scrapy loads it only when the filter is switched on), but that
+    filter, and everything it imports, must stand on the floors below the crawl's own code: no way back."""
+    graph = _graph()
+    bad = []
+    for name, refs in _late_bound().items():
+        floor = name.split(".")[0]
+        for dotted, target in refs:
+            if FLOORS.index(target.split(".")[0]) > FLOORS.index(floor):
+                back = sorted(m for m in _reach(graph, target) | {target} if m.split(".")[0] == floor)
+                if back:
+                    bad.append(f"{name} names {dotted}, which leads back into {floor}: {', '.join(back)}")
+    assert not bad, "; ".join(bad)

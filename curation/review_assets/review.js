@@ -13,7 +13,7 @@
     return f;
   });
   const missing = new Set(DATA.missing);
-  // Sheet layout (see build_sprite_sheets): face j of a sheet sits in a STRIDE-px square, PAD px inside it.
+  // Sheet layout (see iter_sprite_sheets in review.py): face j of a sheet sits in a STRIDE-px square, PAD px inside it.
   const SIDE = DATA.sheets.side, PX = DATA.sheets.thumb_px, PAD_PX = DATA.sheets.pad_px, PER = SIDE * SIDE;
   const STRIDE = PX + 2 * PAD_PX;
   const sheetRows = DATA.sheets.srcs.map((_, i) => Math.ceil(Math.min(PER, faces.length - i * PER) / SIDE));

@@ -1,4 +1,4 @@
-"""Offline photos and constructed bad cases for the curation tests and benchmark.
+"""Offline photos and constructed bad cases for the curation tests and ``benchmarks/bench_curation.py``.
 
 Real photos that ship in installed packages: InsightFace's ``t1.jpg`` (group of 6) and
 ``Tom_Hanks_54745.png``, scikit-image's ``astronaut``. Transforms build the cases each filter must catch:
@@ -7,7 +7,7 @@ layout (contracts sections 1-2) around any set of photos.
 
 Example::
 
-    from curation.synth import astronaut, rotate, write_store
+    from tests._synth import astronaut, rotate, write_store   # from the repository root
     photos = {"a.png": astronaut(), "b.png": rotate(astronaut(), 25.0)}
     feed = write_store("/tmp/store", photos)   # /tmp/store/feed.jsonl, /tmp/store/images/full/*.png
 """
