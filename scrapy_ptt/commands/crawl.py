@@ -1,8 +1,11 @@
 """``scrapy crawl`` that checks ``ptt_beauty``'s ``-a``/``-s`` arguments before Scrapy starts its engine.
 
 A bad argument raised inside the spider's constructor surfaces as an asyncio "Task exception was never retrieved"
-traceback; checked here, it is one ``scrapy: error: bad argument: ...`` line and exit status 2. A board that
-answers 404 (a misspelt ``-a board=``) closes the crawl with reason ``board_not_found`` and exit status 1.
+traceback; checked here, it is one ``scrapy: error: bad argument: ...`` line and exit status 2 (an ``-a`` name the
+spider does not read, e.g. ``-a keywrod=``, too). A board that answers 404 (a misspelt ``-a board=``) closes the
+crawl with reason ``board_not_found``, one that never answers (DNS, refused, timeouts after the retries) with
+``board_unreachable``: exit status 1, and ``-O`` feeds written before are kept
+(``scrapy_ptt.feeds.KeepOnFailureFileStorage``).
 
 Example::
 
@@ -18,7 +21,14 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
 from scrapy_ptt.feeds import month_feeds
-from scrapy_ptt.spiders.ptt_beauty import BOARD_NOT_FOUND, PttBeautySpider, check_args, check_base_url
+from scrapy_ptt.spiders.ptt_beauty import (
+    BOARD_NOT_FOUND,
+    BOARD_UNREACHABLE,
+    PttBeautySpider,
+    check_arg_names,
+    check_args,
+    check_base_url,
+)
 
 
 class Command(ScrapyCrawl):
@@ -26,6 +36,7 @@ class Command(ScrapyCrawl):
         if args and args[0] == PttBeautySpider.name:
             spargs = opts.spargs or {}
             try:
+                check_arg_names(spargs)
                 start, end = check_args(
                     spargs.get("start_date"), spargs.get("end_date"), spargs.get("board", "Beauty")
                 )
@@ -41,8 +52,11 @@ class Command(ScrapyCrawl):
                 return
         super().run(args, opts)
         crawler = getattr(self, "_ptt_crawler", None)
-        if crawler is not None and crawler.stats.get_value("finish_reason") == BOARD_NOT_FOUND:
+        reason = crawler.stats.get_value("finish_reason") if crawler is not None else None
+        if reason in (BOARD_NOT_FOUND, BOARD_UNREACHABLE):
             self.exitcode = 1
+            kept = " (the feed files from before are kept)" if self.settings.getdict("FEEDS") else ""
+            print(f"scrapy crawl: error: the crawl failed: {reason}{kept}; see the error above", file=sys.stderr)
 
     def _create_crawler(self, spidercls):
         self._ptt_crawler = super()._create_crawler(spidercls)
