@@ -1,5 +1,5 @@
 """Importing onnxruntime through curation leaves no ``$TMPDIR/mat-debug-<pid>.log`` or ``.ses``
-(onnxruntime's telemetry SDK).""""
+(onnxruntime's telemetry SDK)."""
 
 from __future__ import annotations
 
