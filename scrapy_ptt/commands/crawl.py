@@ -15,7 +15,10 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
@@ -31,6 +34,44 @@ from scrapy_ptt.spiders.ptt_beauty import (
 )
 
 
+def check_writable_folder(option: str, folder: Path) -> None:
+    """UsageError unless ``folder`` is (or can be made) a folder this process can write in."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: {folder} is a file, not a folder; pass a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{option}: {exc.filename or folder}: {exc.strerror or exc}; pass a writable folder"
+        ) from None
+
+
+def check_output_folders(settings) -> None:
+    """JOBDIR, IMAGES_STORE and the folders of local feed files, checked before the engine starts (a file or a
+    read-only folder there otherwise ends in an asyncio traceback, or in every image failing one by one)."""
+    for key in ("JOBDIR", "IMAGES_STORE", "FILES_STORE"):
+        if value := settings.get(key):
+            if "://" not in str(value):
+                check_writable_folder(f"-s {key}={value}", Path(value))
+    for uri in settings.getdict("FEEDS"):
+        uri = str(uri)
+        if uri.startswith("file://"):
+            uri = uri[len("file://") :]
+        elif "://" in uri or uri.startswith("stdout:"):
+            continue
+        path = Path(uri)
+        if "%(" in uri:  # a URI template (%(name)s, %(month)s): only its fixed leading folders can be checked
+            fixed = [part for part in path.parent.parts if "%(" not in part]
+            path = Path(*fixed) / "x" if fixed else None
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(f"feed {uri}: is a folder; give a file path (e.g. {uri.rstrip(os.sep)}/feed.jsonl)")
+        check_writable_folder(f"feed {uri}", path.parent if str(path.parent) else Path("."))
+
+
 class Command(ScrapyCrawl):
     def run(self, args, opts) -> None:
         if args and args[0] == PttBeautySpider.name:
@@ -41,6 +82,7 @@ class Command(ScrapyCrawl):
                     spargs.get("start_date"), spargs.get("end_date"), spargs.get("board", "Beauty")
                 )
                 check_base_url(self.settings.get("PTT_BASE_URL"))
+                check_output_folders(self.settings)
                 if template := self.settings.get("PTT_FEED_BY_MONTH"):
                     try:
                         month_feeds(template, start, end)
