@@ -108,7 +108,10 @@ def os_error_line(exc: OSError, where: str | os.PathLike, option: str = "") -> s
     """One line for any other OSError while writing ``where`` (read-only, not a folder, permission denied)."""
     path = exc.filename or where
     why = exc.strerror or type(exc).__name__
-    hint = f"pass {option} a writable folder" if option else "check that the folder is writable"
+    if exc.errno == errno.EISDIR:
+        hint = f"{option} names a folder; give a file path" if option else "it is a folder; give a file path"
+    else:
+        hint = f"pass {option} a writable folder" if option else "check that the folder is writable"
     return f"{path}: {why}; {hint}"
 
 
@@ -145,6 +148,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     The file is fsynced before the rename and its folder after it, so once this returns the new content is on
     disk whole."""
     path = Path(path)
+    if path.is_dir():  # os.replace would blame the temporary's name; name the folder the caller gave
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:

@@ -10,3 +10,10 @@ page) and ``download_filter`` (the crawler's optional photo filter)::
 
     ptt-curate --config configs/curation.yaml feed=demo_out/feed.jsonl images=demo_out/images out=demo_out/curated
 """
+
+import os
+
+# onnxruntime >= 1.30 starts Microsoft's telemetry SDK when it is imported, which leaves an empty
+# $TMPDIR/mat-debug-<pid>.log behind in every process (two per curation run with two workers). Its own switch,
+# read at import: set here, before any curation module imports onnxruntime or insightface.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -16,13 +16,63 @@ or write the ``FEEDS`` setting yourself (``month`` is our feed option, read by t
 by Scrapy, as for any feed URI. It combines with ``-O feed.jsonl`` (the whole range in one file as well). A fresh
 crawl overwrites the month files; a resumed ``-s JOBDIR=...`` crawl appends to them (use ``-o``, not ``-O``, for the
 whole-range feed then too).
+
+Every file feed (``-O``, ``-o``, the month files) goes through :class:`KeepOnFailureFileStorage`: ``-O`` writes a
+temporary file beside the feed and replaces the old feed only when the crawl ends without a failure (the spider
+sets the ``ptt/failed`` stat when the board is unreachable or 404), so a dead board never truncates yesterday's
+feed. ``-o`` appends to the file itself, as Scrapy does.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from datetime import date
+from pathlib import Path
 
-from scrapy.extensions.feedexport import ItemFilter
+from scrapy.extensions.feedexport import FileFeedStorage, ItemFilter
+
+from common.fileio import fsync_dir
+
+logger = logging.getLogger(__name__)
+FAILED_STAT = "ptt/failed"  # the spider's failure stat (scrapy_ptt.spiders.ptt_beauty sets it)
+
+
+class KeepOnFailureFileStorage(FileFeedStorage):
+    """Scrapy's file storage, but ``-O`` (overwrite) writes beside the feed and swaps it in only on success."""
+
+    def __init__(self, uri, *, feed_options=None, crawler=None):
+        super().__init__(uri, feed_options=feed_options)
+        self.crawler = crawler
+        self._tmp: Path | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler, uri, *, feed_options=None):
+        return cls(uri, feed_options=feed_options, crawler=crawler)
+
+    def open(self, spider):
+        if self.write_mode != "wb":
+            return super().open(spider)
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the name common.fileio.clean_stale_temps recognises, so a killed crawl's temporary is cleaned later
+        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        return self._tmp.open("wb")
+
+    def store(self, file):
+        file.close()
+        if self._tmp is None:
+            return None
+        tmp, self._tmp = self._tmp, None
+        failed = self.crawler.stats.get_value(FAILED_STAT) if self.crawler is not None else None
+        if failed:
+            tmp.unlink(missing_ok=True)
+            logger.warning("%s: not written (%s); the feed from before is kept", self.path, failed)
+            return None
+        os.replace(tmp, self.path)
+        fsync_dir(Path(self.path).parent)
+        return None
 
 
 class MonthFilter(ItemFilter):

@@ -487,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=0, help="serve a generated board of this many posts instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.posts < 0:
+        print(f"ptt-mirror: error: --posts {args.posts} is negative; pass 0 (the mini-board) or more", file=sys.stderr)
+        return 2
     board = generate_board(args.posts) if args.posts else None
     if not 0 <= args.port <= 65535:
         print(

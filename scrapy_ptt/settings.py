@@ -78,5 +78,7 @@ MEDIA_ALLOW_REDIRECTS = True  # i.imgur.com answers deleted images with a redire
 FILES_EXPIRES = 365
 
 FEED_EXPORT_ENCODING = "utf-8"
+# -O replaces the old feed only when the crawl did not fail (a dead board keeps yesterday's feed)
+FEED_STORAGES = {"": "scrapy_ptt.feeds.KeepOnFailureFileStorage", "file": "scrapy_ptt.feeds.KeepOnFailureFileStorage"}
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 LOG_LEVEL = "INFO"

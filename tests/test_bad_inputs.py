@@ -181,6 +181,17 @@ CASES = [
          "start_date=2024-13-01", "-a", "end_date=2024-12-31"], "start_date"),
     Case("crawl/bad-base-url", [sys.executable, "-m", "scrapy", "crawl", "ptt_beauty", "-L", "WARNING", "-a",
          "start_date=2024-01-01", "-a", "end_date=2024-12-31", "-s", "PTT_BASE_URL=ftp://x"], "PTT_BASE_URL"),
+    Case("crawl/misspelt-spider-argument", [sys.executable, "-m", "scrapy", "crawl", "ptt_beauty", "-L", "WARNING",
+         "-a", "start_date=2024-01-01", "-a", "end_date=2024-12-31", "-a", "keywrod=x"], "keywrod"),
+    *[Case(f"crawl/{key.lower()}-{what}", [sys.executable, "-m", "scrapy", "crawl", "ptt_beauty", "-L", "WARNING",
+           "-a", "start_date=2024-01-01", "-a", "end_date=2024-12-31", "-s", f"{key}={{w}}/{where}"], needle,
+           mount=mount, keep=keep)
+      for key in ("JOBDIR", "IMAGES_STORE")
+      for what, where, needle, mount, keep in (("is-a-file", "a_file", "a_file is a file", None, ["a_file"]),
+                                               ("read-only", "ro/x", "ro/x", ("ro", "ro"), []))],
+    Case("mirror/negative-posts", [str(BIN / "ptt-mirror"), "--posts", "-5"], "--posts -5"),
+    Case("homework/out-is-a-folder", [str(BIN / "ptt-homework"), "articles", "{w}/feed_ok.jsonl", "-o", "{w}/gen"],
+         "gen: Is a directory", keep=["gen"]),
 ]  # fmt: skip
 
 

@@ -40,10 +40,12 @@ from urllib.parse import urlsplit
 import scrapy
 from scrapy.exceptions import CloseSpider, UsageError
 from scrapy.http import FormRequest, TextResponse
+from scrapy.utils.defer import deferred_from_coro
 
 from common.fileio import atomic_write
-from scrapy_ptt.feeds import month_feeds
+from scrapy_ptt.feeds import FAILED_STAT, month_feeds
 from scrapy_ptt.items import PostItem
+from scrapy_ptt.logfilter import quiet_download_tracebacks
 from scrapy_ptt.parsing import (
     index_number,
     is_announcement,
@@ -59,6 +61,8 @@ from scrapy_ptt.parsing import (
 BOARD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,29}")
 MAX_GATE_PASSES = 3
 BOARD_NOT_FOUND = "board_not_found"  # the close reason (and a non-zero exit of `scrapy crawl`)
+BOARD_UNREACHABLE = "board_unreachable"  # the newest index page never answered: DNS, refused, timed out
+SPIDER_ARGS = ("start_date", "end_date", "keyword", "board")  # every -a the spider reads
 ARTICLE_PRIORITY = 10
 
 
@@ -81,6 +85,13 @@ def check_args(start_date, end_date, board="Beauty") -> tuple[date, date]:
     return start, end
 
 
+def check_arg_names(spargs) -> None:
+    """UsageError for a ``-a`` name the spider does not read (``-a keywrod=...`` would otherwise be ignored)."""
+    unknown = sorted(set(spargs) - set(SPIDER_ARGS) - {"_job"})  # _job: scrapyd's job id
+    if unknown:
+        raise UsageError(f"-a {unknown[0]}=... is not an argument of ptt_beauty; known: {', '.join(SPIDER_ARGS)}")
+
+
 def check_base_url(value) -> str:
     """``PTT_BASE_URL`` without its trailing slash; UsageError when it is not an http(s) URL."""
     base = (value or "").rstrip("/")
@@ -96,6 +107,7 @@ class PttBeautySpider(scrapy.Spider):
     def __init__(self, start_date=None, end_date=None, keyword=None, board="Beauty", *args, **kwargs):
         super().__init__(*args, **kwargs)
         try:
+            check_arg_names(kwargs)
             self.start_date, self.end_date = check_args(start_date, end_date, board)
         except UsageError as exc:
             self.logger.error("bad argument: %s", exc)  # `scrapy crawl` checks first (scrapy_ptt.commands.crawl)
@@ -113,6 +125,7 @@ class PttBeautySpider(scrapy.Spider):
             spider.logger.error("bad argument: %s", exc)
             raise
         spider.base_url = base
+        quiet_download_tracebacks()
         spider.imgur_base = crawler.settings.get("PTT_IMGUR_BASE") or "https://i.imgur.com"
         spider.max_index_pages = crawler.settings.getint("PTT_MAX_INDEX_PAGES")
         jobdir = crawler.settings.get("JOBDIR")
@@ -165,7 +178,17 @@ class PttBeautySpider(scrapy.Spider):
         return FormRequest(action, formdata=data, callback=response.request.callback, meta=meta, dont_filter=True)
 
     async def start(self):
-        yield self._request(self._index_url(), self.parse_newest)
+        request = self._request(self._index_url(), self.parse_newest)
+        yield request.replace(errback=self.board_unreachable)
+
+    def board_unreachable(self, failure):
+        """The newest index page failed after Scrapy's retries: one line naming it, and a failed crawl."""
+        url = failure.request.url if hasattr(failure, "request") else self._index_url()
+        error = str(failure.value).rstrip(". ") or type(failure.value).__name__
+        self.logger.error("board unreachable: %s: %s; check PTT_BASE_URL and the network", url, error)
+        self.crawler.stats.set_value(FAILED_STAT, BOARD_UNREACHABLE)
+        # closed here rather than by raising CloseSpider: an errback that raises makes Scrapy log a traceback
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason=BOARD_UNREACHABLE))
 
     # ------------------------------------------------------------ index pages
 
@@ -176,6 +199,7 @@ class PttBeautySpider(scrapy.Spider):
         if response.status == 404 or is_not_found(_html(response)):
             # a misspelt board answers 404: say so instead of finishing with an empty feed
             self.logger.error("bad argument: -a board=%s: %s is 404; check its spelling", self.board, response.url)
+            self.crawler.stats.set_value(FAILED_STAT, BOARD_NOT_FOUND)
             raise CloseSpider(BOARD_NOT_FOUND)
         page = parse_index(_html(response), response.url)
         newest = (index_number(page.prev_url) or 0) + 1
@@ -337,4 +361,4 @@ def _board_of(url: str) -> str | None:
     return m.group(1) if m else None
 
 
-__all__ = ["PttBeautySpider", "check_args", "check_base_url"]
+__all__ = ["PttBeautySpider", "check_arg_names", "check_args", "check_base_url"]

@@ -1,0 +1,32 @@
+"""Importing onnxruntime through curation leaves no ``$TMPDIR/mat-debug-<pid>.log`` or ``.ses``
+(onnxruntime's telemetry SDK)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECT = "from curation.detect import onnx_providers; print(onnx_providers(prefer_gpu=False))"
+
+
+def _run(code: str, tmp: Path) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(TMPDIR=str(tmp), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return sorted(p.name for p in tmp.iterdir())
+
+
+def test_curation_leaves_no_mat_debug_log(tmp_path):
+    (tmp_path / "ours").mkdir()
+    assert _run(DETECT, tmp_path / "ours") == []
+
+
+def test_plain_onnxruntime_import_does_leave_one(tmp_path):
+    """The control: without the switch this onnxruntime writes the file (if a later release stops, this says so)."""
+    (tmp_path / "plain").mkdir()
+    left = _run("import onnxruntime", tmp_path / "plain")
+    assert [n for n in left if n.startswith("mat-debug-") and n.endswith(".log")]  # (and a .ses session file)
