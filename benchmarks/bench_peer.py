@@ -335,8 +335,8 @@ VARIANTS = {"ours": [], "compile": ["train.compile=true"]}
 
 
 def bench_preset(preset: str, args, peer: Path, ds_dir: Path, img_dir: Path, work: Path) -> dict:
-    from training.checkpoint import read_metrics
     from training.config import load_train_config
+    from training.metrics import read_metrics
     from training.model import build_unet, count_parameters, unet_flops_per_image
 
     cfg = load_train_config(ROOT / "configs" / "train" / f"{preset}.yaml", [f"data.dataset_dir={ds_dir}"])

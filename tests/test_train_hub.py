@@ -14,8 +14,8 @@ from test_hub_push import MODEL_FILES, TOKEN, assert_token_only_in_auth_header, 
 from test_train_run import TINY, make_dataset
 
 from training import train as train_mod
-from training.accel import wandb_run
-from training.config import load_train_config, resolve_mixed_precision
+from training.accel import resolve_mixed_precision, wandb_run
+from training.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

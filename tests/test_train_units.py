@@ -243,7 +243,7 @@ def test_resume_mismatches_name_what_changes_the_data_order():
 def test_a_chosen_logger_that_is_not_installed_is_a_config_error(monkeypatch):
     import importlib.util
 
-    from training.config import check_tracker
+    from training.accel import check_tracker
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
@@ -303,8 +303,8 @@ def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
 def test_resume_drops_later_rows_and_a_line_cut_short_by_a_crash(tmp_path):
     import json
 
-    from training.checkpoint import read_metrics
-    from training.checkpoint import truncate_metrics as _truncate_metrics
+    from training.metrics import read_metrics
+    from training.metrics import truncate_metrics as _truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "loss": 0.5}, {"heldout_loss": 0.4, "step": 2}, {"loss": 0.3, "step": 3}]

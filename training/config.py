@@ -18,18 +18,16 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import os
-from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 from common.hub import is_repo_id
 
-__all__ = ["TrainConfig", "load_train_config", "resolve_mixed_precision", "unet_kwargs", "DEFAULT_UNET"]
+__all__ = ["TrainConfig", "derived_figures", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
 
 # Seed 000's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
 # no attention, so it trains on a CPU in minutes at 64x64 and in seconds per epoch on a GPU.
@@ -153,7 +151,7 @@ class TrainLoopConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1)
     num_epochs: int | None = Field(None, ge=1)
     # null: whatever `accelerate launch --mixed_precision` / `accelerate config` chose (fp32 without either);
-    # a value here wins over the launcher (with a warning when they disagree). See resolve_mixed_precision.
+    # a value here wins over the launcher (with a warning when they disagree). See training/accel.py.
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     tf32: bool = True  # CUDA matmuls/convs in TF32; no effect on CPU
     channels_last: bool = False  # CUDA only: pays with tensor cores, measured slower on the CPU
@@ -310,7 +308,6 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
     steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
     # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
     total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
-    precision = resolve_mixed_precision(t.mixed_precision)
     return {
         "world_size": world,
         "train_images": n_train,
@@ -318,83 +315,7 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
-        "mixed_precision": f"{precision.effective} (from {precision.source})",
     }
-
-
-class Precision(NamedTuple):
-    """Which mixed precision a run asks accelerate for, and why (see :func:`resolve_mixed_precision`)."""
-
-    requested: str | None  # passed to Accelerator(mixed_precision=...); None lets accelerate read its launcher
-    effective: str  # what accelerate will use: no | fp16 | bf16 (| fp8)
-    source: str  # where it came from, for the banner
-    conflict: str | None  # a warning naming both settings when the config overrides the launcher's choice
-    note: str | None  # an info line when the config overrides the launcher's default "no"
-
-
-def resolve_mixed_precision(configured: str | None, environ: Mapping[str, str] | None = None) -> Precision:
-    """``train.mixed_precision`` against the launcher's ``ACCELERATE_MIXED_PRECISION`` (pure but for the env).
-
-    ``accelerate launch`` always exports ``ACCELERATE_MIXED_PRECISION`` (its ``--mixed_precision`` flag, else
-    ``accelerate config``'s value, else "no"), and ``Accelerator(mixed_precision=None)`` reads it. Unset in the
-    config, the launcher decides; set, the config wins, with a warning when the launcher asked for another
-    precision than "no" (which is also its default, so overriding "no" is only noted).
-    """
-    env = os.environ if environ is None else environ
-    launcher = (env.get("ACCELERATE_MIXED_PRECISION") or "").strip().lower() or None
-    where = f"accelerate launch --mixed_precision / accelerate config (ACCELERATE_MIXED_PRECISION={launcher})"
-    if configured is None:
-        if launcher:
-            return Precision(None, launcher, where, None, None)
-        return Precision(None, "no", "accelerate's default (train.mixed_precision unset, no launcher setting)", None,
-                         None)  # fmt: skip
-    if launcher is None or launcher == configured:
-        return Precision(configured, configured, "train.mixed_precision", None, None)
-    if launcher == "no":
-        note = f"train.mixed_precision={configured} is used over the launcher's mixed precision 'no' ({where})"
-        return Precision(configured, configured, "train.mixed_precision", None, note)
-    conflict = (
-        f"train.mixed_precision={configured} overrides the launcher's mixed precision {launcher} ({where}); "
-        "leave train.mixed_precision unset (train.mixed_precision=null) to let the launcher decide"
-    )
-    return Precision(configured, configured, "train.mixed_precision", conflict, None)
-
-
-def check_precision(precision: Precision, actual: str, device_type: str) -> None:
-    """fp16 on the CPU: accelerate would silently train in fp32, so it is an error naming the setting that asked."""
-    if actual == "fp16" and device_type == "cpu":
-        setting = "train.mixed_precision" if precision.requested else "ACCELERATE_MIXED_PRECISION"
-        fix = "set train.mixed_precision=bf16 or no" if precision.requested else (
-            "launch with --mixed_precision bf16 or no (or set train.mixed_precision)")  # fmt: skip
-        raise ConfigError(f"{setting}=fp16 needs a GPU (this run is on the CPU; from {precision.source}); {fix}")
-
-
-def check_tracker(log_with: str) -> None:
-    """``train.log_with`` must name an installed logger: accelerate would otherwise drop it without a word."""
-    import importlib.util
-
-    if log_with != "none" and importlib.util.find_spec(log_with) is None:
-        other = "tensorboard" if log_with == "wandb" else "none"
-        raise ConfigError(
-            f"train.log_with={log_with} but the {log_with} package is not installed; pip install {log_with} "
-            f"or set train.log_with={other}"
-        )
-
-
-def flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as one flat ``{"optim.lr": 0.0003, ...}`` mapping of scalars, for trackers' hyperparameters."""
-    return _flat(cfg.model_dump(mode="json"))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

@@ -65,7 +65,7 @@ def run_cmd(name: str, cmd: list[str], logs: Path, timeout: float) -> dict:
 
 
 def read_metrics(run: Path) -> dict:
-    from training.checkpoint import read_metrics as metrics_rows  # the run directory's one metrics.jsonl reader
+    from training.metrics import read_metrics as metrics_rows  # the run directory's one metrics.jsonl reader
 
     rows = metrics_rows(run / "metrics.jsonl")
     losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
