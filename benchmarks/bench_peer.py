@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, result = argv[1], argv[3]
         return child(kind, result, argv[5:])  # --child KIND --child-result PATH -- ARGV...
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["seed001", "diffusers_example"])
+    p.add_argument("--presets", nargs="+", default=["attention_unet", "diffusers_example"])
     p.add_argument("--variants", nargs="+", default=["ours", "compile"], choices=sorted(VARIANTS))
     p.add_argument(
         "--no-compile-presets",

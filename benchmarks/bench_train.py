@@ -27,9 +27,9 @@ bf16 on CPU), and the machine.
 
 Example::
 
-    python benchmarks/bench_train.py --presets small --batch 16 --steps 3 --rounds 2          # CPU, a few minutes
-    python benchmarks/bench_train.py --presets small --batch 16 --ablate                     # what each feature pays
-    python benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --compile       # GPU
+    python benchmarks/bench_train.py --presets homework_unet --batch 16 --steps 3 --rounds 2    # CPU, a few minutes
+    python benchmarks/bench_train.py --presets homework_unet --batch 16 --ablate               # what each feature pays
+    python benchmarks/bench_train.py --presets attention_unet --batch 128 --steps 20 --compile  # GPU
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ def _mb(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["small"], help="names under configs/train/")
+    p.add_argument("--presets", nargs="+", default=["homework_unet"], help="names under configs/train/")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3, help="measured steps per round")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")

@@ -1,4 +1,4 @@
-"""Every command-line tool on bad inputs ends in one line, not a traceback (issue 14, "One line, not a traceback").
+"""Every command-line tool on bad inputs ends in one line, not a traceback.
 
 Each row runs a real command in a subprocess and asserts: a non-zero exit, exactly one non-empty line on stderr,
 that line names the bad input, no ``Traceback``, and (where something was there before) nothing already written

@@ -75,7 +75,8 @@ def test_mixed_precision_resolution(configured, launcher, requested, effective, 
 
 
 def test_presets_still_mean_what_they_meant(ds16):
-    expected = {"demo": None, "diffusers_example": None, "small": "bf16", "seed001": "bf16", "refine": "bf16"}
+    expected = {"demo": None, "diffusers_example": None, "homework_unet": "bf16", "attention_unet": "bf16"}
+    expected["refine"] = "bf16"
     for name, value in expected.items():
         cfg = load_train_config(ROOT / "configs" / "train" / f"{name}.yaml", [f"data.dataset_dir={ds16}"])
         assert cfg.train.mixed_precision == value, name  # None: fp32 unless the launcher asks for more

@@ -10,6 +10,10 @@ Example::
     cfg = load_train_config("configs/train/demo.yaml", ["train.max_steps=10", "data.dataset_dir=demo_out/dataset"])
     print(cfg.optim.lr, cfg.model["block_out_channels"])
 
+The comments cite two earlier recipes by name: the homework recipe (a course homework's face DDPM: a 3-level UNet,
+L1+MSE loss, EMA from step 10,000; ``configs/train/homework_unet.yaml``) and the attention recipe (an earlier face
+DDPM with self-attention at 32/16/8 pixels, MSE, EMA 0.998; ``configs/train/attention_unet.yaml``).
+
 This module imports no torch; the UNet argument check imports diffusers lazily.
 """
 
@@ -29,7 +33,7 @@ from common.hub import is_repo_id
 
 __all__ = ["TrainConfig", "derived_figures", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
 
-# Seed 000's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
+# The homework recipe's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
 # no attention, so it trains on a CPU in minutes at 64x64 and in seconds per epoch on a GPU.
 DEFAULT_UNET: dict[str, Any] = {
     "in_channels": 3,
@@ -74,7 +78,7 @@ class DataConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    """Seed 000's list, done on whole batches on the training device (training/augment.py)."""
+    """The homework recipe's list, done on whole batches on the training device (training/augment.py)."""
 
     enabled: bool = True
     hflip_p: float = Field(0.5, ge=0.0, le=1.0)  # faces are left-right symmetric
@@ -113,7 +117,7 @@ class NoiseConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    # mse: seed 001. l1_mse: seed 000's mix, l1_weight * L1 + (1 - l1_weight) * MSE.
+    # mse: the attention recipe. l1_mse: the homework recipe's mix, l1_weight * L1 + (1 - l1_weight) * MSE.
     kind: Literal["mse", "l1_mse", "l1"] = "mse"
     l1_weight: float = Field(0.25, ge=0.0, le=1.0)
     # Min-SNR-gamma weighting (Hang et al. 2023); 5.0 is the paper's value; null turns it off.
@@ -121,7 +125,7 @@ class LossConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    lr: float = Field(3.0e-4, gt=0.0)  # seed 001, at batch 16
+    lr: float = Field(3.0e-4, gt=0.0)  # the attention recipe, at batch 16
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1.0e-6, ge=0.0)  # diffusers' unconditional example
     eps: float = Field(1.0e-8, gt=0.0)
@@ -135,8 +139,8 @@ class OptimConfig(StrictModel):
 
 class EmaConfig(StrictModel):
     enabled: bool = True
-    decay: float = Field(0.998, gt=0.0, lt=1.0)  # seed 001
-    # Seed 000 started the EMA at step 10,000; before it the EMA copies the weights.
+    decay: float = Field(0.998, gt=0.0, lt=1.0)  # the attention recipe
+    # The homework recipe started the EMA at step 10,000; before it the EMA copies the weights.
     start_step: int = Field(0, ge=0)
     warmup: bool = True  # diffusers' EMA warmup: decay grows as 1 - (1 + step / inv_gamma) ** -power
     inv_gamma: float = Field(1.0, gt=0.0)
@@ -145,7 +149,7 @@ class EmaConfig(StrictModel):
 
 class TrainLoopConfig(StrictModel):
     seed: int = 0
-    batch_size: int = Field(16, ge=1)  # per device; seed 001 used 16
+    batch_size: int = Field(16, ge=1)  # per device; the attention recipe used 16
     grad_accum_steps: int = Field(1, ge=1)
     # Total optimizer steps; when null, num_epochs x steps per epoch.
     max_steps: int | None = Field(None, ge=1)
@@ -160,7 +164,7 @@ class TrainLoopConfig(StrictModel):
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     checkpoint_every_steps: int = Field(1000, ge=1)
     checkpoints_keep: int = Field(3, ge=1)
-    sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint (issue 7: grids over time)
+    sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint: grids over time
     sample_num_images: int = Field(16, ge=1)
     sample_steps: int = Field(50, ge=1)  # DDIM steps for the periodic grids
     sample_scheduler: Literal["ddim", "ddpm"] = "ddim"
@@ -206,13 +210,14 @@ class EvalConfig(StrictModel):
     fid_extractor: Literal["inception", "substitute"] = "inception"
     fid_inception_path: str | None = None
     fid_batch_size: int = Field(128, ge=1)
-    # Seed 001's held-out EMA loss on fixed test batches (fixed noise and timesteps, so it is comparable).
+    # The attention recipe's held-out EMA loss on fixed test batches (fixed noise and timesteps, so it is comparable).
     heldout_every_steps: int | None = Field(None, ge=1)
     heldout_batches: int = Field(4, ge=1)
 
 
 class RefineConfig(StrictModel):
-    """Seed 000's second phase: from a base run, augmentation off, plus LPIPS between predicted x0 and real."""
+    """The homework recipe's second phase: from a base run, augmentation off, plus LPIPS between predicted x0 and
+    real."""
 
     enabled: bool = False
     base_run_dir: str | None = None  # a run directory (its latest checkpoint) or a checkpoint folder

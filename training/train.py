@@ -4,7 +4,7 @@ Reads top to bottom: config -> accelerator -> data -> model -> optimizer -> resu
 
     accelerate launch training/train.py --config configs/train/demo.yaml data.dataset_dir=demo_out/dataset \\
         run_dir=demo_out/run [--dry-run] [--resume latest|PATH]
-    python training/train.py --config configs/train/small.yaml data.dataset_dir=out/dataset train.max_steps=100
+    python training/train.py --config configs/train/homework_unet.yaml data.dataset_dir=out/dataset train.max_steps=100
 
 Any number of processes (one GPU, many GPUs, several machines, or the CPU: whatever ``accelerate config`` says).
 

@@ -1,4 +1,4 @@
-"""Correctness of the trainer and the sampler on CUDA (issue 15, part 1), in one command; CPU with ``--tiny``.
+"""Correctness of the trainer and the sampler on CUDA, in one command; CPU with ``--tiny``.
 
 Runs of the demo preset (tiny UNet) on generated 64x64 crops, each a real process of the unmodified trainer:
 
