@@ -263,7 +263,8 @@ def run_child(kind: str, name: str, argv: list[str], work: Path, timeout: float)
 
 def prepare_data(work: Path, n: int) -> tuple[Path, Path]:
     """A ``datasets`` folder of ``n`` 64x64 crops (train split only) and the same images as PNGs in a folder."""
-    from training.data import load_split, write_crops_dataset
+    from tests.crops import write_crops_dataset
+    from training.data import load_split
 
     ds_dir = write_crops_dataset(work / "dataset", n=n, size=64)
     img_dir = work / "images"

@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks._common import machine, nvidia_gpu_name, proc_status_kb, write_json  # noqa: E402
+from tests.crops import write_crops_dataset  # noqa: E402
 from training.config import load_train_config  # noqa: E402
-from training.data import write_crops_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

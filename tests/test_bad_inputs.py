@@ -78,7 +78,7 @@ def w(tmp_path_factory) -> Path:
     import numpy as np
     from PIL import Image
 
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     w = tmp_path_factory.mktemp("bad")
     rec = {"article_id": "M.1704067230.A.0A1", "date": "0101", "published_at": "2024-01-01T08:00:30+08:00",

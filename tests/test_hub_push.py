@@ -146,7 +146,7 @@ def test_a_link_off_the_allow_list_is_skipped_and_listed(pipeline_dir, tmp_path)
 @pytest.fixture
 def curated(tmp_path) -> Path:
     """A curated output folder: a real DatasetDict and a report naming local absolute paths."""
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     out = tmp_path / "home" / "me" / "curated"
     write_crops_dataset(out / "dataset", n=10, size=16, test=2)

@@ -1,6 +1,8 @@
 """Train a DDPM (diffusers UNet2DModel + DDPMScheduler) on the curated faces, with accelerate.
 
-Reads top to bottom: config -> accelerator -> data -> model -> optimizer -> resume -> loop -> export.
+Reads top to bottom: config -> :func:`setup` (accelerator, data, model, EMA, optimizer, resume, run directory) ->
+the loop of :func:`train` over named steps (``set_lr``, ``optimizer_step`` from training/step.py, :func:`log_row`,
+:func:`periodic_eval`, :func:`save`) -> :func:`finish` (export, plots, summary).
 
     accelerate launch training/train.py --config configs/train/demo.yaml data.dataset_dir=demo_out/dataset \\
         run_dir=demo_out/run [--dry-run] [--resume latest|PATH]

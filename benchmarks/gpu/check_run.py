@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_on = not (a.tiny or a.no_compile)
     fp16 = "fp16" if cuda else "no"  # fp16 autocast + GradScaler is a CUDA path; the CPU dry run uses fp32 there
 
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     ds = write_crops_dataset(work / "dataset", n=n_img + n_test, size=64, test=n_test)
     py = sys.executable
