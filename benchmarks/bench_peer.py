@@ -263,7 +263,8 @@ def run_child(kind: str, name: str, argv: list[str], work: Path, timeout: float)
 
 def prepare_data(work: Path, n: int) -> tuple[Path, Path]:
     """A ``datasets`` folder of ``n`` 64x64 crops (train split only) and the same images as PNGs in a folder."""
-    from training.data import load_split, write_crops_dataset
+    from tests.crops import write_crops_dataset
+    from training.data import load_split
 
     ds_dir = write_crops_dataset(work / "dataset", n=n, size=64)
     img_dir = work / "images"
@@ -335,8 +336,8 @@ VARIANTS = {"ours": [], "compile": ["train.compile=true"]}
 
 
 def bench_preset(preset: str, args, peer: Path, ds_dir: Path, img_dir: Path, work: Path) -> dict:
-    from training.checkpoint import read_metrics
     from training.config import load_train_config
+    from training.metrics import read_metrics
     from training.model import build_unet, count_parameters, unet_flops_per_image
 
     cfg = load_train_config(ROOT / "configs" / "train" / f"{preset}.yaml", [f"data.dataset_dir={ds_dir}"])
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, result = argv[1], argv[3]
         return child(kind, result, argv[5:])  # --child KIND --child-result PATH -- ARGV...
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["seed001", "diffusers_example"])
+    p.add_argument("--presets", nargs="+", default=["attention_unet", "diffusers_example"])
     p.add_argument("--variants", nargs="+", default=["ours", "compile"], choices=sorted(VARIANTS))
     p.add_argument(
         "--no-compile-presets",

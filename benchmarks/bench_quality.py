@@ -98,7 +98,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "batch64": ("batch", ["train.batch_size=64"]),
     "dropout0.1": ("dropout", ["model.dropout=0.1"]),
 }
-PRIORITY = list(VARIANTS)  # run order: prediction, min-SNR, schedule, LR, EMA first (issue 13)
+PRIORITY = list(VARIANTS)  # run order: prediction, min-SNR, schedule, LR, EMA first
 SHORT_VARIANTS = ["defaults", "pred_x0"]  # the largest single gain of the full run
 
 SAMPLERS = ("ddim", "dpmsolver++", "unipc")

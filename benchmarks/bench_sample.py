@@ -4,15 +4,16 @@ Runs ``evaluation.sample.generate`` (the code path ``ptt-sample`` uses) for ever
 variants interleaved round-robin for ``--repeats`` rounds after one warm-up each, and reports the median. UNet
 evaluations are counted with a forward hook, not assumed. Ratios are images/s over DDPM's at the same step count.
 
-* CPU (always): ``--preset small`` (seed 000-like three-level UNet) at a small batch and few steps by default.
-* GPU (when CUDA is available): ``--gpu-preset seed001`` at batch 256 in bf16 (weights cast to bf16, scheduler
+* CPU (always): ``--preset homework_unet`` (the homework recipe's three-level UNet) at a small batch and few steps
+  by default.
+* GPU (when CUDA is available): ``--gpu-preset attention_unet`` at batch 256 in bf16 (weights cast to bf16, scheduler
   math in fp32), steps 10, 20, 50, 100, 1000. Without a GPU the table says "not measured".
 
 Writes ``bench_out/sample.json`` (figures, machine, command) and prints a table.
 
 Example::
 
-    python benchmarks/bench_sample.py                                  # CPU small preset, batch 2, steps 3,6
+    python benchmarks/bench_sample.py                                  # CPU homework_unet, batch 2, steps 3,6
     python benchmarks/bench_sample.py --cpu-batch 4 --cpu-steps 5 --repeats 1 --schedulers ddim,unipc
     python benchmarks/bench_sample.py --model runs/demo/pipeline       # an exported pipeline instead of a preset
 """
@@ -32,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine as _machine  # noqa: E402
 from benchmarks._common import write_json  # noqa: E402
 
-# The trained presets' UNets come from their configs (one source of truth: seed001 has attention_head_dim 64);
+# The trained presets' UNets come from their configs (one source of truth: attention_unet has attention_head_dim 64);
 # "tiny" is the CPU smoke size.
-PRESETS = ("small", "seed001", "tiny")
+PRESETS = ("homework_unet", "attention_unet", "tiny")
 _TINY = {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
          "down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}  # fmt: skip
 
@@ -144,11 +145,11 @@ def table(title: str, rows: list[dict] | None, note: str = "") -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="CPU preset")
-    p.add_argument("--gpu-preset", default="seed001", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="homework_unet", choices=sorted(PRESETS), help="CPU preset")
+    p.add_argument("--gpu-preset", default="attention_unet", choices=sorted(PRESETS))
     p.add_argument("--model", default=None, help="exported pipeline instead of a preset (both CPU and GPU)")
     p.add_argument("--schedulers", default="ddpm,ddim,dpmsolver++,unipc")
-    p.add_argument("--cpu-batch", type=int, default=2)  # a 64x64 small-preset eval takes seconds on 2 shared cores
+    p.add_argument("--cpu-batch", type=int, default=2)  # a 64x64 homework_unet eval takes seconds on 2 shared cores
     p.add_argument("--cpu-steps", default="3,6")
     p.add_argument("--gpu-batch", type=int, default=256)
     p.add_argument("--gpu-steps", default="10,20,50,100,1000")

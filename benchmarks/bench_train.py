@@ -6,9 +6,10 @@ RandomHorizontalFlip, ToTensor, Normalize), a ``DataLoader`` with ``num_workers=
 default (foreach) AdamW, ``DDPMScheduler.add_noise``, MSE, ``clip_grad_norm_``, a per-step ``loss.item()`` and a
 non-foreach ``EMAModel``.
 
-Ours is the trainer's step (training/train.py): images decoded once into a uint8 tensor on the device, the
+Ours is the trainer's step itself (``training.step.optimizer_step``, the function ``training/train.py`` loops
+over, with its ``BatchSource`` and ``build_ema``): images decoded once into a uint8 tensor on the device, the
 preset's augmentation on the batch on the device, ``step_loss`` (loss in fp32), fused AdamW with the on-device
-non-finite skip, foreach EMA, no host sync, with what the preset asks for (bf16 autocast; on CUDA also
+non-finite skip, the preset's EMA (foreach), no host sync, with what the preset asks for (bf16 autocast; on CUDA also
 channels_last and TF32) and ``torch.compile`` with ``--compile`` (CUDA, or CPU through Inductor and the C++
 compiler). On CPU, bf16 autocast is used when the CPU has AVX512-BF16 or AMX (``--cpu-bf16 auto``), since that is
 what ``train.mixed_precision=bf16`` does there.
@@ -26,9 +27,9 @@ bf16 on CPU), and the machine.
 
 Example::
 
-    python benchmarks/bench_train.py --presets small --batch 16 --steps 3 --rounds 2          # CPU, a few minutes
-    python benchmarks/bench_train.py --presets small --batch 16 --ablate                     # what each feature pays
-    python benchmarks/bench_train.py --presets seed001 --batch 128 --steps 20 --compile       # GPU
+    python benchmarks/bench_train.py --presets homework_unet --batch 16 --steps 3 --rounds 2    # CPU, a few minutes
+    python benchmarks/bench_train.py --presets homework_unet --batch 16 --ablate               # what each feature pays
+    python benchmarks/bench_train.py --presets attention_unet --batch 128 --steps 20 --compile  # GPU
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks._common import machine, nvidia_gpu_name, proc_status_kb, write_json  # noqa: E402
+from tests.crops import write_crops_dataset  # noqa: E402
 from training.config import load_train_config  # noqa: E402
-from training.data import write_crops_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,76 +225,61 @@ def ablations(full: Settings, *, with_compile: bool, bf16_supported: bool) -> li
 
 
 class Ours:
+    """The trainer's own step (``training.step.optimizer_step`` with ``build_ema`` and ``BatchSource``, under an
+    ``Accelerator`` as ``training/train.py`` runs it), with each speed feature of ``Settings`` a switch."""
+
     def __init__(self, name: str, cfg, dataset_dir: str, batch: int, device: torch.device, s: Settings):
-        from diffusers import UNet2DModel
-        from diffusers.training_utils import EMAModel
+        from accelerate import Accelerator
 
         from training.data import load_images
         from training.model import build_noise_scheduler, build_optimizer, build_unet
+        from training.step import BatchSource, StepStats, build_ema
 
         torch.manual_seed(0)
         self.name, self.cfg, self.batch, self.device, self.s = name, cfg, batch, device, s
+        # One process, no mixed precision in the accelerator: bf16 is this variant's switch (autocast in step()),
+        # and variants with and without it alternate in one process, while accelerate's state is process-wide.
+        self.accelerator = Accelerator(cpu=device.type == "cpu")
+        augment = cfg.augment if s.augment and cfg.augment.enabled else None
         if s.data == "tensor":
-            self.images = load_images(dataset_dir, split="train", resolution=cfg.data.resolution).to(device)
+            images = load_images(dataset_dir, split="train", resolution=cfg.data.resolution).to(device)
+            self.batches = BatchSource(images, batch_size=batch, seed=cfg.train.seed, augment=augment)
         else:
             self.loader = _pil_loader(dataset_dir, cfg.data.resolution, batch, normalize=False, flip=False)
             self.it = iter(self.loader)
+            self.batches = self._pil_batch
+        self.augment = augment
         model = build_unet(cfg).to(device)
         if s.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.ema = EMAModel(
-            model.parameters(),
-            decay=cfg.ema.decay,
-            use_ema_warmup=True,
-            inv_gamma=1.0,
-            power=0.75,
-            foreach=s.ema_foreach,
-            model_cls=UNet2DModel,
-            model_config=model.config,
-        )
-        self.ema.to(device)
+        self.ema = build_ema(model, cfg.ema, device, foreach=s.ema_foreach)
         opt_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"fused": s.fused_adamw})})
         self.optimizer = build_optimizer(model.parameters(), opt_cfg, device_type=device.type)
         if s.compile:
             model.compile()
         self.alphas = build_noise_scheduler(cfg).alphas_cumprod.to(device)
+        self.stats = StepStats.zeros(device)
         self.micro = 0
-        self.loss_sum = torch.zeros((), device=device)
         model.train()
 
-    def _clean_batch(self, g) -> torch.Tensor:
-        from training.augment import augment_batch
-        from training.data import batch_indices, to_device
+    def _pil_batch(self, micro_step: int, g) -> torch.Tensor:
+        """The per-sample PIL ``DataLoader``'s next batch, then the trainer's augmentation and range."""
+        from training.step import clean_batch
 
-        if self.s.data == "tensor":
-            idx = batch_indices(len(self.images), step=self.micro, batch_size=self.batch, seed=0)
-            x = self.images[to_device(idx, self.device)].float().div_(255.0)
-        else:
-            x = _next_batch(self)["input"].to(self.device)
-        if self.s.augment and self.cfg.augment.enabled:
-            x = augment_batch(x, self.cfg.augment, g)
-        return x.mul_(2.0).sub_(1.0)
+        return clean_batch(_next_batch(self)["input"].to(self.device), self.augment, g)
 
     def step(self) -> None:
-        from training.step import step_generator, step_loss
+        from training.step import optimizer_step
 
-        cfg, dev, s = self.cfg, self.device, self.s
-        g = step_generator(dev, 0, 0, self.micro)
-        x0 = self._clean_batch(g)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
-            loss = step_loss(self.model, x0, g, cfg, self.alphas, channels_last=s.channels_last)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm or float("inf"))
-        if self.optimizer.defaults.get("fused"):
-            self.optimizer.found_inf = (~torch.isfinite(grad_norm)).float()  # the trainer's on-device skip
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(self.model.parameters())
+        dev, s = self.device, self.s
+        loss = optimizer_step(
+            self.accelerator, self.model, self.optimizer, self.cfg, self.batches, self.stats, step=self.micro,
+            alphas_cumprod=self.alphas, ema=self.ema, channels_last=s.channels_last,
+            autocast=lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16),
+        )  # fmt: skip
         if s.sync_every_step:
-            self.last_loss = loss.detach().item()
-        else:
-            self.loss_sum += loss.detach()  # the trainer reads it only at log steps
+            self.last_loss = loss.detach().item()  # the trainer reads its loss sums only at log steps
         self.micro += 1
 
 
@@ -474,7 +460,7 @@ def _mb(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["small"], help="names under configs/train/")
+    p.add_argument("--presets", nargs="+", default=["homework_unet"], help="names under configs/train/")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3, help="measured steps per round")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")

@@ -7,6 +7,6 @@ mkdir -p bench_out
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 echo "=== crawl";    python benchmarks/bench_crawl.py
 echo "=== curation"; python benchmarks/bench_curation.py --photos 60 --repeats 2
-echo "=== train";    python benchmarks/bench_train.py --presets small --batch 16 --steps 3 --rounds 3 --ablate
+echo "=== train";    python benchmarks/bench_train.py --presets homework_unet --batch 16 --steps 3 --rounds 3 --ablate
 echo "=== sample";   python benchmarks/bench_sample.py --preset tiny --cpu-batch 8 --cpu-steps 10,20 --repeats 2
 echo "=== quality";  python benchmarks/bench_quality.py --short   # proxy FD per images seen (416 s on the shared 2-core machine)

@@ -2,14 +2,14 @@
 
 The template is InsightFace's ArcFace 112x112 template (eyes, nose tip, mouth corners), shrunk about the
 crop centre by ``face_scale`` and shifted down by ``shift_y`` (both in units of the crop side) so that the
-crop keeps the forehead and the chin, as seed 001 widened its crop for. With the defaults (0.72, 0.04) the
+crop keeps the forehead and the chin, as the attention recipe widened its crop for. With the defaults (0.72, 0.04) the
 eyes sit at y = 0.51 and x = 0.36 / 0.64 of the crop.
 
 The photo is warped at ``warp_size_px`` (256) with a least-squares similarity (Umeyama, via
 ``cv2.estimateAffinePartial2D`` with all points as inliers), then area-resized to ``output_size_px`` (64).
 Pixels that fall outside the photo are filled as FFHQ does (reflect padding, then blended towards a
 blurred copy with the distance from the photo edge), so they do not show as black wedges. An optional
-circular feather mask (seed 001: radius 0.55 of the crop, outside blurred) is a switch.
+circular feather mask (the attention recipe: radius 0.55 of the crop, outside blurred) is a switch.
 
 Example::
 

@@ -32,7 +32,7 @@ class DetectorConfig(StrictModel):
     # least this many: a 12 MP photo decodes ~3x faster, and a face passing min_face_area_ratio still spans
     # 300+ px of the loose crop, more than warp_size_px. None: always decode at full size.
     jpeg_draft_min_pixels: int | None = Field(2_000_000, ge=100_000)
-    max_faces_per_photo: int = Field(1, ge=1)  # 1 = keep the largest face (seed 001)
+    max_faces_per_photo: int = Field(1, ge=1)  # 1 = keep the largest face (the attention recipe)
     refine_landmarks: bool = True  # 2nd pass on the upright crop: eyes within 2 px of the template at 30 deg roll
     refine_size_px: int = Field(256, ge=64)  # side of that crop; 128 is 4x cheaper but less precise
 
@@ -47,16 +47,16 @@ class AlignConfig(StrictModel):
     warp_size_px: int = Field(256, ge=8)  # warp large, then area-resize: no aliasing on big faces
     face_scale: float = Field(0.72, gt=0.1, le=2.0)  # ArcFace template shrunk: keeps forehead and chin
     shift_y: float = Field(0.04, ge=-0.5, le=0.5)
-    feather: bool = False  # seed 001's circular mask, blurred outside
+    feather: bool = False  # the attention recipe's circular mask, blurred outside
     feather_radius: float = Field(0.55, gt=0.0, le=1.0)
 
 
 class FilterConfig(StrictModel):
-    min_face_area_ratio: float = Field(0.015, ge=0.0, le=1.0)  # seed 001
-    min_eye_distance_px: float = Field(15.0, ge=0.0)  # seed 000
+    min_face_area_ratio: float = Field(0.015, ge=0.0, le=1.0)  # the attention recipe
+    min_eye_distance_px: float = Field(15.0, ge=0.0)  # the homework recipe
     min_blur_var: float = Field(50.0, ge=0.0)  # seeds used 50 and 60; on the 64x64 aligned face
-    min_eye_brightness: float = Field(60.0, ge=0.0, le=255.0)  # seed 000
-    frontal_yaw_deg: float = Field(20.0, ge=0.0, le=90.0)  # seed 001's frontal / left / right labels
+    min_eye_brightness: float = Field(60.0, ge=0.0, le=255.0)  # the homework recipe
+    frontal_yaw_deg: float = Field(20.0, ge=0.0, le=90.0)  # the attention recipe's frontal / left / right labels
     max_abs_yaw_deg: float | None = None  # None: pose is a label only
     keep_gender: Literal["female", "male"] | None = None  # None: gender is a column only
     # near-duplicate Hamming radius (-1: off). On the demo faces, re-crops of one photo are 2-10 bits apart and

@@ -1,4 +1,4 @@
-"""The crawler's optional download-time photo filter (seed 001 saved disk this way), built from Scrapy settings.
+"""The crawler's optional download-time photo filter (the attention recipe saved disk this way), from Scrapy settings.
 
 The crawl names it by dotted path (``PTT_PHOTO_FILTER``, default ``curation.download_filter.PhotoFilter``) and
 turns it on with ``-s PTT_FACE_FILTER=True`` (no face found by curation's RetinaFace detector: ``no_face``) and/or
@@ -20,7 +20,7 @@ __all__ = ["PhotoFilter", "face_filter_reason"]
 
 
 def face_filter_reason(body: bytes, *, detector=None, min_blur_var: float = 0.0) -> str | None:
-    """Optional download-time filter (seed 001 saved disk this way): ``no_face`` when the detector finds no face,
+    """Optional download-time filter (the attention recipe saved disk so): ``no_face`` when the detector finds no face,
     ``blurry`` when the Laplacian variance of the grey photo (longer side scaled to 512 px, so the figure does not
     depend on the upload size) is under ``min_blur_var``."""
     import numpy as np

@@ -5,14 +5,15 @@ Metrics (fields of the face record, ``curation.record.FaceRecord``; thresholds i
 - ``blur_var``: variance of the Laplacian of the grey 64x64 aligned face (what the model will see);
   low means blurry. Reject under ``min_blur_var`` (seeds used 50 and 60).
 - ``eye_distance``: pixels between the eye centres in the source photo; small means profile, one eye or a
-  tiny face. Reject under ``min_eye_distance_px`` (seed 000: 15).
+  tiny face. Reject under ``min_eye_distance_px`` (the homework recipe: 15).
 - ``eye_brightness``: mean grey level (0..255) of two square patches centred on the template eye positions
   of the aligned face; low means hair, sunglasses or closed, shadowed eyes. Reject under
-  ``min_eye_brightness`` (seed 000: 60).
+  ``min_eye_brightness`` (the homework recipe: 60).
 - ``yaw``: degrees, from the 5 landmarks (:func:`estimate_yaw`); ``pose`` is ``frontal`` when
-  ``|yaw| < frontal_yaw_deg`` (20, seed 001), else ``left`` / ``right`` = the side of the image the nose
+  ``|yaw| < frontal_yaw_deg`` (20, the attention recipe), else ``left`` / ``right`` = the side of the image the nose
   points to. Optional reject over ``max_abs_yaw_deg``.
-- ``face_area_ratio``: detector box area / photo area; reject under ``min_face_area_ratio`` (1.5%, seed 001).
+- ``face_area_ratio``: detector box area / photo area; reject under ``min_face_area_ratio`` (1.5%, as the
+  attention recipe).
 - ``phash``: 64-bit DCT perceptual hash of the aligned face, 16 hex digits; near-duplicates are faces within
   ``phash_max_distance`` bits (Hamming) of an earlier kept face, or whose mirror image is
   (:class:`NearDuplicateIndex`).

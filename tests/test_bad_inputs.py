@@ -1,4 +1,4 @@
-"""Every command-line tool on bad inputs ends in one line, not a traceback (issue 14, "One line, not a traceback").
+"""Every command-line tool on bad inputs ends in one line, not a traceback.
 
 Each row runs a real command in a subprocess and asserts: a non-zero exit, exactly one non-empty line on stderr,
 that line names the bad input, no ``Traceback``, and (where something was there before) nothing already written
@@ -78,7 +78,7 @@ def w(tmp_path_factory) -> Path:
     import numpy as np
     from PIL import Image
 
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     w = tmp_path_factory.mktemp("bad")
     rec = {"article_id": "M.1704067230.A.0A1", "date": "0101", "published_at": "2024-01-01T08:00:30+08:00",

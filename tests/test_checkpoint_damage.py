@@ -1,4 +1,4 @@
-"""Damaged checkpoints (issue 14 item 8): a half-deleted or cut-short latest checkpoint is skipped by
+"""Damaged checkpoints: a half-deleted or cut-short latest checkpoint is skipped by
 ``--resume latest`` with a warning naming the bad file; an explicit damaged checkpoint is a one-line error that
 names the file (not "does not fit this config"); rotation renames before it removes."""
 

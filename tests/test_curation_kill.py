@@ -1,4 +1,4 @@
-"""``kill -9`` of ``ptt-curate`` during detection leaves no worker behind (issue 14 item 7): a real ptt-curate
+"""``kill -9`` of ``ptt-curate`` during detection leaves no worker behind: a real ptt-curate
 process with 2 workers over a few hundred photos is killed with SIGKILL once its workers are busy; the workers must
 be gone within seconds and the pipe that held its stdout and stderr (``ptt-curate ... | tee log``) must reach EOF."""
 

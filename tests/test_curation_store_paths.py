@@ -1,4 +1,4 @@
-"""A feed cannot pull files from outside the image store into the dataset (issue 14 item 2): an absolute
+"""A feed cannot pull files from outside the image store into the dataset: an absolute
 ``images[].path``, one that climbs out with ``../`` and a symlink leading out are refused as ``outside_store`` and
 counted in ``curation_report.json``; the file is never read."""
 

@@ -1,4 +1,4 @@
-"""Crash leftovers are cleaned at the next start, by owner pid (issue 14 item 9): ``clean_stale_temps`` removes
+"""Crash leftovers are cleaned at the next start, by owner pid: ``clean_stale_temps`` removes
 the temporaries of :mod:`common.fileio` whose process is gone and nothing else; ``atomic_replace_dir`` clears its
 own target's; ``ptt-curate`` and ``ptt-sample`` call it on their output folders as they start."""
 

@@ -187,7 +187,7 @@ def test_bench_peer_table_and_ratios():
         "matmul_tflops": 790.0,
         "presets": [
             {
-                "preset": "seed001",
+                "preset": "attention_unet",
                 "parameters": 89_500_000,
                 "train_gflops_per_image": 206.0,
                 "rows": [
@@ -204,7 +204,7 @@ def test_bench_peer_table_and_ratios():
     assert rows[1]["mfu"] == pytest.approx(206e9 * 1500 / 790e12)
     assert len(res["problems"]) == 1 and "compile" in res["problems"][0]
     md = markdown(res)
-    assert "| seed001 | ours | 1500.0 | 3.00 |" in md and "problems:" in md
+    assert "| attention_unet | ours | 1500.0 | 3.00 |" in md and "problems:" in md
 
 
 def _peer_file() -> Path:
@@ -232,7 +232,7 @@ def test_peer_command_line_uses_only_the_peers_own_flags(tmp_path):
     assert argv[argv.index("--train_batch_size") + 1] == "128"
 
 
-@pytest.mark.parametrize("preset", ["seed001", "diffusers_example"])
+@pytest.mark.parametrize("preset", ["attention_unet", "diffusers_example"])
 def test_our_benchmark_overrides_are_valid_config(preset, tmp_path):
     from benchmarks.bench_peer import VARIANTS, ours_argv
     from training.config import load_train_config

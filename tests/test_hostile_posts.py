@@ -1,4 +1,4 @@
-"""One hostile post loses only itself, and loudly (issue 14 items 5 and 6): malformed links fail alone with
+"""One hostile post loses only itself, and loudly: malformed links fail alone with
 ``bad_url``; a page that hits libxml2's limits (a text node over 10 MB, nesting deeper than 256) is recorded in a
 stat and a warning naming the article instead of silently giving an empty body."""
 

@@ -91,7 +91,7 @@ def test_ptt_push_reaches_the_hub_with_the_allow_list_a_valid_card_and_no_token_
     assert card.data.datasets == ["me/ptt-beauty-faces"] and card.data.eval_results[0].metric_value == 33.3
     home = str(tmp_path / "home")
     for name in ("README.md", "training_config.yaml", "metrics.json"):
-        assert home not in commit["files"][name].decode(), name  # issue 14.4: no local paths go up
+        assert home not in commit["files"][name].decode(), name  # no local paths go up
     assert "/api/validate-yaml" in hub.paths()  # the server checked the card's metadata before the commit
     assert f"{hub.url}/me/faces/commit/" in r.stdout
     assert_token_only_in_auth_header(hub, r.stdout, r.stderr)
@@ -113,7 +113,7 @@ def test_ptt_push_refuses_symlinks_named_like_pipeline_files(pipeline_dir, tmp_p
 
     secret = tmp_path / "token"
     secret.write_text(TOKEN)
-    if kind == "weights_link":  # issue 14.3: a link named like a weights shard, pointing at a token
+    if kind == "weights_link":  # a link named like a weights shard, pointing at a token
         (pipeline_dir / "unet" / "diffusion_pytorch_model.x.safetensors").symlink_to(secret)
         name = "unet/diffusion_pytorch_model.x.safetensors"
     else:  # a whole folder that resolves outside the pipeline
@@ -146,7 +146,7 @@ def test_a_link_off_the_allow_list_is_skipped_and_listed(pipeline_dir, tmp_path)
 @pytest.fixture
 def curated(tmp_path) -> Path:
     """A curated output folder: a real DatasetDict and a report naming local absolute paths."""
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     out = tmp_path / "home" / "me" / "curated"
     write_crops_dataset(out / "dataset", n=10, size=16, test=2)

@@ -124,9 +124,9 @@ def test_the_dataset_link_comes_from_the_config_hub_dataset(pipeline):
 
 def test_no_local_absolute_path_in_the_card(pipeline, tmp_path):
     home = str(tmp_path / "home" / "me")
-    config = (f"run_dir: {home}/runs/seed001\ndata:\n  dataset_dir: {home}/curated/dataset\n"
+    config = (f"run_dir: {home}/runs/attention_unet\ndata:\n  dataset_dir: {home}/curated/dataset\n"
               f"refine:\n  lpips_backbone_path: {home}/.cache/alexnet.pth\n")  # fmt: skip
     metrics = dict(SUBSTITUTE_METRICS, ref=f"{home}/curated/dataset:test")
     text = write_model_card(pipeline, metrics=metrics, config=config).read_text()
     assert home not in text and str(tmp_path) not in text
-    assert "`dataset:test`" in text and "dataset `dataset`" in text and "run_dir: seed001" in text
+    assert "`dataset:test`" in text and "dataset `dataset`" in text and "run_dir: attention_unet" in text

@@ -1,4 +1,4 @@
-"""The image-host guard judges the address actually connected to (issue 14 items 1 and 5).
+"""The image-host guard judges the address actually connected to.
 
 A real ``scrapy crawl`` against a one-post board on 127.0.0.1, with ``PTT_DNS_SERVERS`` pointing Scrapy's resolver
 at a stand-in DNS server on loopback that answers a public address to the first lookup of ``rebind.test`` and

@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 # README placeholder -> the demo's path (longest first, so data/curated/dataset is not cut at data/curated).
 PATHS = [
-    ("runs/seed001/best", "demo_out/run/pipeline"),
+    ("runs/attention_unet/best", "demo_out/run/pipeline"),
     ("runs/fast/best", "demo_out/run/pipeline"),
     ("runs/<run>/pipeline", "demo_out/run/pipeline"),
     ("data/curated/dataset", "demo_out/curated/dataset"),

@@ -14,8 +14,8 @@ from test_hub_push import MODEL_FILES, TOKEN, assert_token_only_in_auth_header, 
 from test_train_run import TINY, make_dataset
 
 from training import train as train_mod
-from training.accel import wandb_run
-from training.config import load_train_config, resolve_mixed_precision
+from training.accel import resolve_mixed_precision, wandb_run
+from training.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,8 @@ def test_mixed_precision_resolution(configured, launcher, requested, effective, 
 
 
 def test_presets_still_mean_what_they_meant(ds16):
-    expected = {"demo": None, "diffusers_example": None, "small": "bf16", "seed001": "bf16", "refine": "bf16"}
+    expected = {"demo": None, "diffusers_example": None, "homework_unet": "bf16", "attention_unet": "bf16"}
+    expected["refine"] = "bf16"
     for name, value in expected.items():
         cfg = load_train_config(ROOT / "configs" / "train" / f"{name}.yaml", [f"data.dataset_dir={ds16}"])
         assert cfg.train.mixed_precision == value, name  # None: fp32 unless the launcher asks for more

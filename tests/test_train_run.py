@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.crops import write_crops_dataset
 from training import train as train_mod
 from training.checkpoint import latest_checkpoint, list_checkpoints
-from training.data import write_crops_dataset
 
 TINY = """\
 data: {resolution: 16}

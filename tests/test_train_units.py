@@ -58,12 +58,12 @@ def test_bad_values_and_missing_required_keys_are_named():
 
 
 def test_presets_validate(repo_root):
-    for name in ("demo", "small", "seed001", "diffusers_example", "refine"):
+    for name in ("demo", "homework_unet", "attention_unet", "diffusers_example", "refine"):
         cfg = load_train_config(repo_root / "configs" / "train" / f"{name}.yaml")
         assert cfg.model["sample_size"] == cfg.data.resolution == 64
-    seed001 = load_train_config(repo_root / "configs/train/seed001.yaml")
-    assert seed001.model["block_out_channels"] == [128, 256, 384, 512]
-    assert seed001.model["down_block_types"][1:] == ["AttnDownBlock2D"] * 3
+    attention_unet = load_train_config(repo_root / "configs/train/attention_unet.yaml")
+    assert attention_unet.model["block_out_channels"] == [128, 256, 384, 512]
+    assert attention_unet.model["down_block_types"][1:] == ["AttnDownBlock2D"] * 3
 
 
 def test_cosine_schedule_maps_to_diffusers_name():
@@ -105,7 +105,7 @@ def test_loss_kinds():
     pred, target = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 2.0)
     assert per_sample_loss(pred, target, kind="mse").tolist() == [4.0, 4.0]
     assert per_sample_loss(pred, target, kind="l1").tolist() == [2.0, 2.0]
-    # seed 000: 0.25 L1 + 0.75 MSE
+    # the homework recipe: 0.25 L1 + 0.75 MSE
     assert per_sample_loss(pred, target, kind="l1_mse", l1_weight=0.25).tolist() == [3.5, 3.5]
     w = torch.tensor([1.0, 0.0])
     assert float(diffusion_loss(pred, target, kind="mse", weights=w)) == pytest.approx(2.0)
@@ -243,7 +243,7 @@ def test_resume_mismatches_name_what_changes_the_data_order():
 def test_a_chosen_logger_that_is_not_installed_is_a_config_error(monkeypatch):
     import importlib.util
 
-    from training.config import check_tracker
+    from training.accel import check_tracker
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
@@ -303,8 +303,8 @@ def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
 def test_resume_drops_later_rows_and_a_line_cut_short_by_a_crash(tmp_path):
     import json
 
-    from training.checkpoint import read_metrics
-    from training.checkpoint import truncate_metrics as _truncate_metrics
+    from training.metrics import read_metrics
+    from training.metrics import truncate_metrics as _truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "loss": 0.5}, {"heldout_loss": 0.4, "step": 2}, {"loss": 0.3, "step": 3}]

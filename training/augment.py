@@ -1,4 +1,4 @@
-"""Batch augmentation on the training device: seed 000's list, each switchable with its strength.
+"""Batch augmentation on the training device: the homework recipe's list, each switchable with its strength.
 
 Resize + centre crop happen once at decode time (training/data.py). Here, on a whole ``(B, 3, H, W)`` float batch
 in [0, 1], with per-image random parameters drawn from one ``torch.Generator`` (so a step's augmentation depends

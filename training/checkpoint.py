@@ -26,11 +26,10 @@ import logging
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 from common.configio import ConfigError
-from common.fileio import atomic_write, atomic_write_json, clean_stale_temps, disk_error_line, fsync_dir, os_error_line
+from common.fileio import atomic_write_json, clean_stale_temps, disk_error_line, fsync_dir, os_error_line
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,15 +44,10 @@ __all__ = [
     "save_checkpoint",
     "read_meta",
     "set_aside_later_checkpoints",
-    "StopFlag",
-    "append_metrics",
     "load_checkpoint",
-    "latest_fid",
-    "read_metrics",
     "resume_mismatches",
     "run_dir_error_line",
     "run_identity",
-    "truncate_metrics",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -288,45 +282,7 @@ def set_aside_later_checkpoints(run_dir: str | Path, step: int) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# metrics.jsonl: one JSON object per logged step or evaluation, appended by the main process
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl; a line cut short by a crash mid-write is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def append_metrics(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint so metrics.jsonl reads as one run."""
-    if not path.is_file():
-        return
-    keep = [row for row in read_metrics(path) if row.get("step", 0) <= step]
-    atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep))
-
-
-def latest_fid(metrics_path: Path) -> dict | None:
-    rows = [r for r in read_metrics(metrics_path) if "fid" in r]
-    return rows[-1] if rows else None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Resume checks and stop requests
+# Resume checks
 
 
 def run_identity(cfg: TrainConfig, world: int) -> dict:
@@ -366,28 +322,3 @@ def load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig, *, custom_objects
             f"--resume {ckpt}: the checkpoint does not fit this config ({first}); resume with the config it "
             f"was saved with ({ckpt / 'config.yaml'}) or start a new run_dir"
         ) from None
-
-
-class StopFlag:
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum = None
-        self._old = {}
-
-    def install(self) -> None:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-        log.warning("got %s: checkpointing at the end of this step, then exiting", signal.Signals(signum).name)
-
-    def uninstall(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)

@@ -10,6 +10,10 @@ Example::
     cfg = load_train_config("configs/train/demo.yaml", ["train.max_steps=10", "data.dataset_dir=demo_out/dataset"])
     print(cfg.optim.lr, cfg.model["block_out_channels"])
 
+The comments cite two earlier recipes by name: the homework recipe (a course homework's face DDPM: a 3-level UNet,
+L1+MSE loss, EMA from step 10,000; ``configs/train/homework_unet.yaml``) and the attention recipe (an earlier face
+DDPM with self-attention at 32/16/8 pixels, MSE, EMA 0.998; ``configs/train/attention_unet.yaml``).
+
 This module imports no torch; the UNet argument check imports diffusers lazily.
 """
 
@@ -18,20 +22,18 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import os
-from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 from common.hub import is_repo_id
 
-__all__ = ["TrainConfig", "load_train_config", "resolve_mixed_precision", "unet_kwargs", "DEFAULT_UNET"]
+__all__ = ["TrainConfig", "derived_figures", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
 
-# Seed 000's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
+# The homework recipe's network: three down levels, GroupNorm and a sinusoidal time embedding (UNet2DModel's defaults),
 # no attention, so it trains on a CPU in minutes at 64x64 and in seconds per epoch on a GPU.
 DEFAULT_UNET: dict[str, Any] = {
     "in_channels": 3,
@@ -76,7 +78,7 @@ class DataConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    """Seed 000's list, done on whole batches on the training device (training/augment.py)."""
+    """The homework recipe's list, done on whole batches on the training device (training/augment.py)."""
 
     enabled: bool = True
     hflip_p: float = Field(0.5, ge=0.0, le=1.0)  # faces are left-right symmetric
@@ -115,7 +117,7 @@ class NoiseConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    # mse: seed 001. l1_mse: seed 000's mix, l1_weight * L1 + (1 - l1_weight) * MSE.
+    # mse: the attention recipe. l1_mse: the homework recipe's mix, l1_weight * L1 + (1 - l1_weight) * MSE.
     kind: Literal["mse", "l1_mse", "l1"] = "mse"
     l1_weight: float = Field(0.25, ge=0.0, le=1.0)
     # Min-SNR-gamma weighting (Hang et al. 2023); 5.0 is the paper's value; null turns it off.
@@ -123,7 +125,7 @@ class LossConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    lr: float = Field(3.0e-4, gt=0.0)  # seed 001, at batch 16
+    lr: float = Field(3.0e-4, gt=0.0)  # the attention recipe, at batch 16
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1.0e-6, ge=0.0)  # diffusers' unconditional example
     eps: float = Field(1.0e-8, gt=0.0)
@@ -137,8 +139,8 @@ class OptimConfig(StrictModel):
 
 class EmaConfig(StrictModel):
     enabled: bool = True
-    decay: float = Field(0.998, gt=0.0, lt=1.0)  # seed 001
-    # Seed 000 started the EMA at step 10,000; before it the EMA copies the weights.
+    decay: float = Field(0.998, gt=0.0, lt=1.0)  # the attention recipe
+    # The homework recipe started the EMA at step 10,000; before it the EMA copies the weights.
     start_step: int = Field(0, ge=0)
     warmup: bool = True  # diffusers' EMA warmup: decay grows as 1 - (1 + step / inv_gamma) ** -power
     inv_gamma: float = Field(1.0, gt=0.0)
@@ -147,13 +149,13 @@ class EmaConfig(StrictModel):
 
 class TrainLoopConfig(StrictModel):
     seed: int = 0
-    batch_size: int = Field(16, ge=1)  # per device; seed 001 used 16
+    batch_size: int = Field(16, ge=1)  # per device; the attention recipe used 16
     grad_accum_steps: int = Field(1, ge=1)
     # Total optimizer steps; when null, num_epochs x steps per epoch.
     max_steps: int | None = Field(None, ge=1)
     num_epochs: int | None = Field(None, ge=1)
     # null: whatever `accelerate launch --mixed_precision` / `accelerate config` chose (fp32 without either);
-    # a value here wins over the launcher (with a warning when they disagree). See resolve_mixed_precision.
+    # a value here wins over the launcher (with a warning when they disagree). See training/accel.py.
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     tf32: bool = True  # CUDA matmuls/convs in TF32; no effect on CPU
     channels_last: bool = False  # CUDA only: pays with tensor cores, measured slower on the CPU
@@ -162,7 +164,7 @@ class TrainLoopConfig(StrictModel):
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     checkpoint_every_steps: int = Field(1000, ge=1)
     checkpoints_keep: int = Field(3, ge=1)
-    sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint (issue 7: grids over time)
+    sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint: grids over time
     sample_num_images: int = Field(16, ge=1)
     sample_steps: int = Field(50, ge=1)  # DDIM steps for the periodic grids
     sample_scheduler: Literal["ddim", "ddpm"] = "ddim"
@@ -208,13 +210,14 @@ class EvalConfig(StrictModel):
     fid_extractor: Literal["inception", "substitute"] = "inception"
     fid_inception_path: str | None = None
     fid_batch_size: int = Field(128, ge=1)
-    # Seed 001's held-out EMA loss on fixed test batches (fixed noise and timesteps, so it is comparable).
+    # The attention recipe's held-out EMA loss on fixed test batches (fixed noise and timesteps, so it is comparable).
     heldout_every_steps: int | None = Field(None, ge=1)
     heldout_batches: int = Field(4, ge=1)
 
 
 class RefineConfig(StrictModel):
-    """Seed 000's second phase: from a base run, augmentation off, plus LPIPS between predicted x0 and real."""
+    """The homework recipe's second phase: from a base run, augmentation off, plus LPIPS between predicted x0 and
+    real."""
 
     enabled: bool = False
     base_run_dir: str | None = None  # a run directory (its latest checkpoint) or a checkpoint folder
@@ -310,7 +313,6 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
     steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
     # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
     total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
-    precision = resolve_mixed_precision(t.mixed_precision)
     return {
         "world_size": world,
         "train_images": n_train,
@@ -318,83 +320,7 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
-        "mixed_precision": f"{precision.effective} (from {precision.source})",
     }
-
-
-class Precision(NamedTuple):
-    """Which mixed precision a run asks accelerate for, and why (see :func:`resolve_mixed_precision`)."""
-
-    requested: str | None  # passed to Accelerator(mixed_precision=...); None lets accelerate read its launcher
-    effective: str  # what accelerate will use: no | fp16 | bf16 (| fp8)
-    source: str  # where it came from, for the banner
-    conflict: str | None  # a warning naming both settings when the config overrides the launcher's choice
-    note: str | None  # an info line when the config overrides the launcher's default "no"
-
-
-def resolve_mixed_precision(configured: str | None, environ: Mapping[str, str] | None = None) -> Precision:
-    """``train.mixed_precision`` against the launcher's ``ACCELERATE_MIXED_PRECISION`` (pure but for the env).
-
-    ``accelerate launch`` always exports ``ACCELERATE_MIXED_PRECISION`` (its ``--mixed_precision`` flag, else
-    ``accelerate config``'s value, else "no"), and ``Accelerator(mixed_precision=None)`` reads it. Unset in the
-    config, the launcher decides; set, the config wins, with a warning when the launcher asked for another
-    precision than "no" (which is also its default, so overriding "no" is only noted).
-    """
-    env = os.environ if environ is None else environ
-    launcher = (env.get("ACCELERATE_MIXED_PRECISION") or "").strip().lower() or None
-    where = f"accelerate launch --mixed_precision / accelerate config (ACCELERATE_MIXED_PRECISION={launcher})"
-    if configured is None:
-        if launcher:
-            return Precision(None, launcher, where, None, None)
-        return Precision(None, "no", "accelerate's default (train.mixed_precision unset, no launcher setting)", None,
-                         None)  # fmt: skip
-    if launcher is None or launcher == configured:
-        return Precision(configured, configured, "train.mixed_precision", None, None)
-    if launcher == "no":
-        note = f"train.mixed_precision={configured} is used over the launcher's mixed precision 'no' ({where})"
-        return Precision(configured, configured, "train.mixed_precision", None, note)
-    conflict = (
-        f"train.mixed_precision={configured} overrides the launcher's mixed precision {launcher} ({where}); "
-        "leave train.mixed_precision unset (train.mixed_precision=null) to let the launcher decide"
-    )
-    return Precision(configured, configured, "train.mixed_precision", conflict, None)
-
-
-def check_precision(precision: Precision, actual: str, device_type: str) -> None:
-    """fp16 on the CPU: accelerate would silently train in fp32, so it is an error naming the setting that asked."""
-    if actual == "fp16" and device_type == "cpu":
-        setting = "train.mixed_precision" if precision.requested else "ACCELERATE_MIXED_PRECISION"
-        fix = "set train.mixed_precision=bf16 or no" if precision.requested else (
-            "launch with --mixed_precision bf16 or no (or set train.mixed_precision)")  # fmt: skip
-        raise ConfigError(f"{setting}=fp16 needs a GPU (this run is on the CPU; from {precision.source}); {fix}")
-
-
-def check_tracker(log_with: str) -> None:
-    """``train.log_with`` must name an installed logger: accelerate would otherwise drop it without a word."""
-    import importlib.util
-
-    if log_with != "none" and importlib.util.find_spec(log_with) is None:
-        other = "tensorboard" if log_with == "wandb" else "none"
-        raise ConfigError(
-            f"train.log_with={log_with} but the {log_with} package is not installed; pip install {log_with} "
-            f"or set train.log_with={other}"
-        )
-
-
-def flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as one flat ``{"optim.lr": 0.0003, ...}`` mapping of scalars, for trackers' hyperparameters."""
-    return _flat(cfg.model_dump(mode="json"))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +38,6 @@ __all__ = [
     "to_device",
     "epoch_of",
     "to_model_range",
-    "write_crops_dataset",
 ]
 
 
@@ -169,28 +167,3 @@ def epoch_of(n: int, *, step: int, batch_size: int, world: int = 1) -> float:
 def to_model_range(batch_u8: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, 3, H, W)`` in [0, 255] -> float32 in [-1, 1]."""
     return batch_u8.float().div_(127.5).sub_(1.0)
-
-
-def write_crops_dataset(path: str | Path, *, n: int, size: int, test: int = 0) -> Path:
-    """Save a real ``datasets`` folder of ``n`` random square crops of skimage's astronaut, resized to ``size``.
-
-    For tests and benchmarks (the curated format without a crawl): ``test`` crops go to a ``test`` split, the
-    rest to ``train``. The crops are a pure function of ``n`` and ``size``.
-    """
-    import datasets
-    from PIL import Image
-    from skimage import data
-
-    img = data.astronaut()
-    rng = np.random.default_rng(0)
-    ims = []
-    for _ in range(n):
-        s = int(rng.integers(120, 300))
-        y, x = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
-        ims.append(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size)))
-    ds = datasets.Dataset.from_dict({"image": ims}).cast_column("image", datasets.Image())
-    splits = {"train": ds.select(range(test, n))}
-    if test:
-        splits["test"] = ds.select(range(test))
-    datasets.DatasetDict(splits).save_to_disk(str(path))
-    return Path(path)

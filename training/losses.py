@@ -85,7 +85,8 @@ def min_snr_weights(
 def per_sample_loss(
     pred: torch.Tensor, target: torch.Tensor, *, kind: str = "mse", l1_weight: float = 0.25
 ) -> torch.Tensor:
-    """(B,) float32: mean over C, H, W of MSE, L1, or ``l1_weight * L1 + (1 - l1_weight) * MSE`` (seed 000)."""
+    """(B,) float32: mean over C, H, W of MSE, L1, or ``l1_weight * L1 + (1 - l1_weight) * MSE``
+    (the homework recipe's mix)."""
     diff = pred.float() - target.float()
     mse = diff.square().mean((1, 2, 3))
     if kind == "mse":

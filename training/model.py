@@ -80,7 +80,8 @@ def unet_flops_per_image(unet, resolution: int, *, training: bool = True) -> flo
     """FLOPs of one image through the UNet (forward, x3 for forward + backward when ``training``), counted.
 
     Attention is counted through PyTorch's math SDPA backend (its matmuls are visible to the counter): the fused
-    CPU kernel is not, which would drop attention (~9% of seed 001's FLOPs) and make the count device-dependent.
+    CPU kernel is not, which would drop attention (~9% of the attention recipe's FLOPs) and make the count
+    device-dependent.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode

@@ -2,9 +2,10 @@
 
 Every function here is collective (each rank calls it with its share) unless it says otherwise:
 :func:`generate_split` samples a contiguous share of the images per rank and gathers them; :func:`heldout_loss`
-is seed 001's held-out EMA loss on fixed test batches; :func:`evaluate_fid` samples ``eval.fid_num_images`` and
-scores them on the main process with ``evaluation.fid``; :func:`rank_fingerprints` checks that the ranks' weights
-agree at the end. :func:`ema_weights` swaps the EMA weights into a separate eval UNet around all of these.
+is the attention recipe's held-out EMA loss on fixed test batches; :func:`evaluate_fid` samples
+``eval.fid_num_images`` and scores them on the main process with ``evaluation.fid``; :func:`rank_fingerprints`
+checks that the ranks' weights agree at the end. :func:`ema_weights` swaps the EMA weights into a separate eval UNet
+around all of these.
 
 Example (one process)::
 
@@ -85,7 +86,7 @@ def ema_weights(ema, train_model, eval_unet):
 
 
 def heldout_loss(accelerator, unet, test_u8, cfg: TrainConfig, alphas_cumprod) -> float:
-    """Mean loss of the EMA net on fixed test batches with fixed noise (seed 001's held-out EMA loss)."""
+    """Mean loss of the EMA net on fixed test batches with fixed noise (the attention recipe's held-out EMA loss)."""
     import torch
 
     from training.data import to_model_range

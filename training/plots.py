@@ -65,7 +65,7 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.checkpoint import read_metrics
+    from training.metrics import read_metrics
 
     rows = read_metrics(metrics_jsonl)
     series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in ("loss", "heldout_loss", "fid")}

@@ -1,4 +1,4 @@
-"""The refine phase (seed 000's design card): from a base run, augmentation off, plus an LPIPS perceptual loss.
+"""The refine phase (the homework recipe's second phase): from a base run, augmentation off, plus an LPIPS loss.
 
 A refine run is an ordinary training run (training/train.py) whose config sets ``refine.enabled: true`` and
 ``refine.base_run_dir``: the UNet starts from the base run's latest checkpoint (its EMA weights by default, or
@@ -15,7 +15,7 @@ The config model enforces "no augmentation" (``refine.enabled`` turns ``augment.
 both is a config error), so the run directory's ``config.yaml`` records what ran. Example::
 
     accelerate launch training/train.py --config configs/train/refine.yaml \\
-        refine.base_run_dir=runs/small data.dataset_dir=out/dataset run_dir=runs/small-refine
+        refine.base_run_dir=runs/homework_unet data.dataset_dir=out/dataset run_dir=runs/homework_unet-refine
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Train a DDPM (diffusers UNet2DModel + DDPMScheduler) on the curated faces, with accelerate.
 
-Reads top to bottom: config -> accelerator -> data -> model -> optimizer -> resume -> loop -> export.
+Reads top to bottom: config -> :func:`setup` (accelerator, data, model, EMA, optimizer, resume, run directory) ->
+the loop of :func:`train` over named steps (``set_lr``, ``optimizer_step`` from training/step.py, :func:`log_row`,
+:func:`periodic_eval`, :func:`save`) -> :func:`finish` (export, plots, summary).
 
     accelerate launch training/train.py --config configs/train/demo.yaml data.dataset_dir=demo_out/dataset \\
         run_dir=demo_out/run [--dry-run] [--resume latest|PATH]
-    python training/train.py --config configs/train/small.yaml data.dataset_dir=out/dataset train.max_steps=100
+    python training/train.py --config configs/train/homework_unet.yaml data.dataset_dir=out/dataset train.max_steps=100
 
 Any number of processes (one GPU, many GPUs, several machines, or the CPU: whatever ``accelerate config`` says).
 
@@ -32,23 +34,25 @@ fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (accelerate launch training/train.py): repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.configio import ConfigError, dump_config  # noqa: E402
 from common.fileio import atomic_write  # noqa: E402
+from training.accel import check_tracker, resolve_mixed_precision  # noqa: E402
 from training.checkpoint import (  # noqa: E402
     RunState,
-    StopFlag,
-    append_metrics,
-    latest_fid,
     list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
@@ -56,9 +60,11 @@ from training.checkpoint import (  # noqa: E402
     run_identity,
     save_checkpoint,
     set_aside_later_checkpoints,
-    truncate_metrics,
 )
-from training.config import TrainConfig, check_tracker, derived_figures, load_train_config  # noqa: E402
+from training.config import TrainConfig, derived_figures, load_train_config  # noqa: E402
+from training.metrics import append_metrics, latest_fid, truncate_metrics  # noqa: E402
+from training.signals import StopFlag  # noqa: E402
+from training.step import BatchSource, StepStats, build_ema, optimizer_step, set_lr  # noqa: E402
 
 log = logging.getLogger("ptt.train")
 
@@ -106,7 +112,9 @@ def dry_run(cfg: TrainConfig) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ds = load_split(cfg.data.dataset_dir, cfg.data.train_split, hub_dataset=cfg.data.hub_dataset)
     n = len(ds) if cfg.data.max_images is None else min(len(ds), cfg.data.max_images)
+    precision = resolve_mixed_precision(cfg.train.mixed_precision)
     figs = {"parameters": count_parameters(build_unet(cfg)), **derived_figures(cfg, n, world)}
+    figs["mixed_precision"] = f"{precision.effective} (from {precision.source})"
     print(dump_config(cfg), end="")
     print("# derived")
     for k, v in figs.items():
@@ -115,117 +123,152 @@ def dry_run(cfg: TrainConfig) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The run
+# The run: the loop over named steps
 
 
-def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 - one story, top to bottom
-    import torch
-    from accelerate.utils import broadcast_object_list, set_seed
-    from diffusers import UNet2DModel
-    from diffusers.training_utils import EMAModel
+def train(cfg: TrainConfig, *, resume: str | None = None) -> int:
+    """Train ``cfg`` (resuming ``resume``: 'latest' or a checkpoint path); returns the exit code."""
     from tqdm.auto import tqdm
 
-    from evaluation.pipeline import export_pipeline
-    from training.accel import build_accelerator, init_trackers, log_image
-    from training.augment import augment_batch
-    from training.data import batch_indices, epoch_of, load_images, load_split, to_device
+    run = setup(cfg, resume)
+    t, state, accelerator = cfg.train, run.state, run.accelerator
+    stats, clock, stop = StepStats.zeros(accelerator.device), Clock(state.step), StopFlag()
+    stop.install()
+    exit_code, reason = EXIT_OK, "done"
+    pbar = tqdm(total=run.total_steps, initial=state.step, disable=not run.is_main, desc="train", dynamic_ncols=True)
+    while state.step < run.total_steps:
+        set_lr(run.optimizer, cfg.optim, state.step, run.total_steps)  # a pure function of the step
+        optimizer_step(
+            accelerator, run.unet, run.optimizer, cfg, run.batches, stats, step=state.step,
+            alphas_cumprod=run.alphas_cumprod, ema=run.ema, rank=accelerator.process_index,
+            channels_last=run.channels_last, lpips_net=run.lpips_net,
+        )  # fmt: skip
+        state.step += 1
+        pbar.update(1)
+        if run.due(t.log_every_steps):  # the only host-device sync of a normal step
+            run_of_bad = log_row(run, stats, clock, pbar)
+            if run_of_bad >= t.max_nonfinite_in_row:
+                exit_code, reason = EXIT_NONFINITE, nonfinite_reason(run_of_bad, t.max_nonfinite_in_row)
+                break
+        with clock.paused():  # evaluation and checkpoint time is left out of images_per_s
+            periodic_eval(run)
+            stopping = stop_agreed(run, stop)
+            if stopping or run.due(t.checkpoint_every_steps):
+                save(run)
+        if stopping:
+            reason = f"stopped by {signal.Signals(stop.signum).name if stop.signum else 'a signal on another rank'}"
+            break
+    pbar.close()
+    stop.uninstall()
+    return finish(run, exit_code, reason)
+
+
+@dataclass
+class Run:
+    """What the loop's named steps share, built once by :func:`setup`."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    unet: Any  # prepared by the accelerator (DDP-wrapped with several processes)
+    optimizer: Any  # prepared
+    ema: Any  # diffusers EMAModel, or None with ema.enabled=false
+    eval_unet: Any  # a UNet the EMA weights are copied into for sampling and export
+    state: RunState
+    batches: BatchSource
+    test_u8: Any  # (N, 3, H, W) uint8 on the CPU, or None: no held-out loss or FID
+    alphas_cumprod: Any  # (T,) float32 on the device
+    scheduler_config: dict
+    config_yaml: str  # the resolved config, stored in the run dir, every checkpoint and every export
+    custom_objects: list[str]  # the names registered for checkpointing, in order
+    pusher: Any  # training.hub.HubPusher
+    total_steps: int
+    effective_batch: int
+    channels_last: bool
+    lpips_net: Any  # the refine phase's LPIPS net, or None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def due(self, every: int | None) -> bool:
+        """Whether a periodic task with period ``every`` (None: never) falls on this step or the last one."""
+        step = self.state.step
+        return every is not None and (step % every == 0 or step == self.total_steps)
+
+
+class Clock:
+    """Wall time between log steps, less the pauses (evaluation, checkpoints), for ``images_per_s``."""
+
+    def __init__(self, step: int) -> None:
+        self.t, self.step = time.perf_counter(), step
+
+    def rate(self, step: int, images_per_step: int) -> float:
+        """Images per second since the last call (or the start), and restart the count at ``step``."""
+        now = time.perf_counter()
+        rate = (step - self.step) * images_per_step / (now - self.t)
+        self.t, self.step = now, step
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t += time.perf_counter() - t0
+
+
+def setup(cfg: TrainConfig, resume: str | None) -> Run:
+    """Accelerator, run directory check, data, model, EMA, optimizer, resume, run directory, trackers, banner."""
+    import torch
+    from accelerate.utils import set_seed
+    from diffusers import UNet2DModel
+
+    from training.accel import build_accelerator, init_trackers
+    from training.data import load_images
     from training.hub import HubPusher
-    from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
-    from training.monitor import (
-        ema_weights,
-        evaluate_fid,
-        generate_split,
-        heldout_loss,
-        latest_grid,
-        rank_fingerprints,
-    )
-    from training.plots import plot_curves, samples_over_time, save_grid
-    from training.step import step_generator, step_loss
+    from training.model import build_noise_scheduler, build_optimizer
 
-    t = cfg.train
-    run_dir = Path(cfg.run_dir)
+    t, d, run_dir = cfg.train, cfg.data, Path(cfg.run_dir)
     check_tracker(t.log_with)
-
     # -- accelerator: mixed precision from train.mixed_precision, else from accelerate launch / accelerate config --
     accelerator, precision = build_accelerator(cfg)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    is_main = accelerator.is_main_process
+    world, device = accelerator.num_processes, accelerator.device
     set_seed(t.seed)  # identical initial weights on every rank
     if t.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    # -- run directory: resume it, or refuse to mix a new run into an old one ---------------------------------
-    if cfg.data.dataset_dir is not None and not Path(cfg.data.dataset_dir).exists():  # inputs before outputs
-        load_split(cfg.data.dataset_dir, cfg.data.train_split)  # raises the one-line "does not exist" error
-    ckpt = resolve_checkpoint(run_dir, resume) if resume else None
-    if resume is None and list_checkpoints(run_dir):
-        raise ConfigError(
-            f"run_dir: {run_dir} already holds checkpoints; pass --resume latest to continue that run "
-            "or set run_dir= to a new folder"
-        )
+    ckpt = checked_checkpoint(cfg, resume)
 
     # -- data: decoded once, kept as uint8 on the training device ----------------------------------------------
-    d = cfg.data
     source = {"resolution": d.resolution, "image_column": d.image_column, "hub_dataset": d.hub_dataset}
     train_u8 = load_images(d.dataset_dir, split=d.train_split, max_images=d.max_images, **source).to(device)
-    test_u8 = None  # (N, 3, H, W) uint8, on the CPU
+    test_u8 = None
     if d.test_split and (cfg.eval.heldout_every_steps or cfg.eval.fid_every_steps):
         test_u8 = load_images(d.dataset_dir, split=d.test_split, required=False, **source)
         if test_u8 is None:
             log.warning("no %r split: held-out loss and FID are off", d.test_split)
-    n_train = len(train_u8)
-
-    figs = derived_figures(cfg, n_train, world)
-    total_steps = figs["total_steps"]
-
-    if cfg.eval.fid_every_steps and test_u8 is not None:  # fail now, not after hours of training
-        if d.dataset_dir is None:
-            raise ConfigError(
-                "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
-                "eval.fid_every_steps=null"
-            )
+    figs = derived_figures(cfg, len(train_u8), world)
+    if cfg.eval.fid_every_steps and test_u8 is not None and d.dataset_dir is None:  # fail now, not after hours
+        raise ConfigError(
+            "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
+            "eval.fid_every_steps=null"
+        )
 
     # -- model, noise schedule, EMA, optimizer ----------------------------------------------------------------
-    unet = build_unet(cfg)
-    lpips_net = None
-    augment_on = cfg.augment.enabled
-    if cfg.refine.enabled:
-        from training.refine import build_lpips, load_base_weights
-
-        lpips_net = build_lpips(cfg.refine, device)
-        augment_on = False  # the refine phase trains on the real images only
-        if ckpt is None:
-            log.info("refine: starting from %s", load_base_weights(cfg.refine, unet))
-    # channels_last pays on CUDA (tensor-core convolutions); on the CPU it measured ~15% slower (BENCHMARKS.md)
-    channels_last = t.channels_last and device.type == "cuda"
-    if channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    elif t.channels_last:
-        log.info("train.channels_last applies on CUDA only; this run is on the %s", device.type)
-    unet.train()
+    unet, lpips_net, augment_on, channels_last = build_model(cfg, device, fresh=ckpt is None)
     noise_sched = build_noise_scheduler(cfg)
-    scheduler_config = dict(noise_sched.config)
-    alphas_cumprod = noise_sched.alphas_cumprod.to(device)  # (T,) float32
-
-    ema = None
-    if cfg.ema.enabled:
-        ema = EMAModel(
-            unet.parameters(),
-            decay=cfg.ema.decay,
-            update_after_step=cfg.ema.start_step,
-            use_ema_warmup=cfg.ema.warmup,
-            inv_gamma=cfg.ema.inv_gamma,
-            power=cfg.ema.power,
-            foreach=True,
-            model_cls=UNet2DModel,
-            model_config=unet.config,
-        )
-        ema.to(device)
+    ema = build_ema(unet, cfg.ema, device) if cfg.ema.enabled else None
     eval_unet = UNet2DModel.from_config(unet.config).to(device).requires_grad_(False).eval()
-
     optimizer = build_optimizer(unet.parameters(), cfg, device_type=device.type)
-    fused = bool(optimizer.defaults.get("fused"))
     if t.compile:
         unet.compile()
     unet, optimizer = accelerator.prepare(unet, optimizer)
@@ -236,221 +279,255 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         custom_objects.append("ema")
     accelerator.register_for_checkpointing(state)
     custom_objects.append("run_state")
+    run = Run(
+        cfg=cfg, accelerator=accelerator, unet=unet, optimizer=optimizer, ema=ema, eval_unet=eval_unet, state=state,
+        batches=BatchSource(train_u8, t.batch_size, t.seed, accelerator.process_index, world,
+                            cfg.augment if augment_on else None),
+        test_u8=test_u8, alphas_cumprod=noise_sched.alphas_cumprod.to(device),
+        scheduler_config=dict(noise_sched.config), config_yaml=dump_config(cfg), custom_objects=custom_objects,
+        pusher=None, total_steps=figs["total_steps"], effective_batch=figs["effective_batch"],
+        channels_last=channels_last, lpips_net=lpips_net,
+    )  # fmt: skip
 
-    metrics_path = run_dir / "metrics.jsonl"
-
-    # -- resume ------------------------------------------------------------------------------------------------
-    if resume and ckpt is None:
-        log.info("--resume %s: no checkpoint in %s, starting a new run", resume, run_dir)
-    if ckpt is not None:
-        load_checkpoint(accelerator, ckpt, cfg, custom_objects=custom_objects, world=world)
-        if ema is not None:
-            ema.to(device)  # accelerate loads custom objects onto the CPU
-        log.info("resumed from %s at step %d", ckpt, state.step)
-        if is_main:
-            set_aside_later_checkpoints(run_dir, state.step)
-            truncate_metrics(metrics_path, state.step)
-
+    resume_from(run, ckpt, resume)
     # -- the run directory: written only once the data, model, LPIPS and checkpoint are known good --
-    config_yaml = dump_config(cfg)
-    if is_main:
+    if run.is_main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", config_yaml)
-
+        atomic_write(run_dir / "config.yaml", run.config_yaml)
     init_trackers(accelerator, cfg, resumed=ckpt is not None)  # wandb continues its run on --resume
-    pusher = HubPusher(cfg.hub, run_dir, checkpoint_every_steps=t.checkpoint_every_steps, enabled=is_main)
-    params = count_parameters(accelerator.unwrap_model(unet))
-    if is_main:
-        log.info(
-            f"***** training: {params:,} parameters, {n_train} images, batch {t.batch_size} x {t.grad_accum_steps} "
-            f"accum x {world} processes = {figs['effective_batch']}, {figs['steps_per_epoch']} steps/epoch, "
-            f"{total_steps} steps ({figs['epochs']} epochs), from step {state.step}, {device}, mixed precision "
-            f"{accelerator.mixed_precision} (from {precision.source}), augmentation "
-            f"{'on' if augment_on else 'off'}{', refine (LPIPS)' if lpips_net is not None else ''}"
+    run.pusher = HubPusher(cfg.hub, run_dir, checkpoint_every_steps=t.checkpoint_every_steps, enabled=run.is_main)
+    if run.is_main:
+        log_banner(run, figs, precision_source=precision.source, augment_on=augment_on)
+    return run
+
+
+def resume_from(run: Run, ckpt: Path | None, resume: str | None) -> None:
+    """Collective: load ``ckpt`` into the run (model, optimizer, scaler, EMA, step, RNG); the main process sets the
+    newer checkpoints aside and cuts metrics.jsonl back to the checkpoint's step."""
+    if resume and ckpt is None:
+        log.info("--resume %s: no checkpoint in %s, starting a new run", resume, run.run_dir)
+    if ckpt is None:
+        return
+    world = run.accelerator.num_processes
+    load_checkpoint(run.accelerator, ckpt, run.cfg, custom_objects=run.custom_objects, world=world)
+    if run.ema is not None:
+        run.ema.to(run.accelerator.device)  # accelerate loads custom objects onto the CPU
+    log.info("resumed from %s at step %d", ckpt, run.state.step)
+    if run.is_main:
+        set_aside_later_checkpoints(run.run_dir, run.state.step)
+        truncate_metrics(run.metrics_path, run.state.step)
+
+
+def log_banner(run: Run, figs: dict, *, precision_source: str, augment_on: bool) -> None:
+    """The run in one line: parameters, images, batch arithmetic, steps, device, precision, augmentation."""
+    from training.model import count_parameters
+
+    t, accelerator = run.cfg.train, run.accelerator
+    log.info(
+        f"***** training: {count_parameters(accelerator.unwrap_model(run.unet)):,} parameters, "
+        f"{figs['train_images']} images, batch {t.batch_size} x {t.grad_accum_steps} accum x "
+        f"{accelerator.num_processes} processes = {figs['effective_batch']}, {figs['steps_per_epoch']} steps/epoch, "
+        f"{run.total_steps} steps ({figs['epochs']} epochs), from step {run.state.step}, {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision} (from {precision_source}), augmentation "
+        f"{'on' if augment_on else 'off'}{', refine (LPIPS)' if run.lpips_net is not None else ''}"
+    )
+
+
+def checked_checkpoint(cfg: TrainConfig, resume: str | None):
+    """The checkpoint to resume (None: a new run); refuses to mix a new run into a run directory with checkpoints."""
+    from training.data import load_split
+
+    run_dir = Path(cfg.run_dir)
+    if cfg.data.dataset_dir is not None and not Path(cfg.data.dataset_dir).exists():  # inputs before outputs
+        load_split(cfg.data.dataset_dir, cfg.data.train_split)  # raises the one-line "does not exist" error
+    ckpt = resolve_checkpoint(run_dir, resume) if resume else None
+    if resume is None and list_checkpoints(run_dir):
+        raise ConfigError(
+            f"run_dir: {run_dir} already holds checkpoints; pass --resume latest to continue that run "
+            "or set run_dir= to a new folder"
         )
+    return ckpt
 
-    stop = StopFlag()
-    stop.install()
-    inner_opt = optimizer.optimizer
-    max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
-    zero = torch.zeros((), device=device)
-    loss_sum, loss_count, bad_run, bad_count = zero.clone(), zero.clone(), zero.clone(), zero.clone()
-    last_log_t, last_log_step = time.perf_counter(), state.step
-    exit_code, reason = EXIT_OK, "done"
-    pbar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
 
-    def checkpoint() -> None:
-        epoch = epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world)
-        meta = {"epoch": epoch, "custom_objects": custom_objects, **run_identity(cfg, world)}
-        save_checkpoint(
-            accelerator, run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep, config_yaml=config_yaml
-        )
-        if is_main:  # the upload runs in the background; only the export happens here
-            pusher.at_checkpoint(state.step, lambda folder: export_ema(folder, metrics=latest_fid(metrics_path)))
+def build_model(cfg: TrainConfig, device, *, fresh: bool):
+    """(unet, lpips_net or None, augmentation on, channels_last): the UNet in train mode, and the refine phase's
+    LPIPS net and base weights (loaded into a ``fresh`` run; a resumed one gets its weights from the checkpoint)."""
+    import torch
 
-    def sample_ema(**kwargs):
-        """Collective: :func:`generate_split` from the EMA weights (copied into ``eval_unet``) under autocast."""
-        with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net, accelerator.autocast():
-            return generate_split(accelerator, net, scheduler_config, **kwargs)
+    from training.model import build_unet
 
-    def export_ema(folder: Path, metrics: dict | None) -> None:
-        """Main process: the EMA weights as a DDPMPipeline folder with the config, metrics and latest grid."""
-        with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
-            grid = latest_grid(run_dir)
-            export_pipeline(net, scheduler_config, folder, config_yaml=config_yaml, metrics=metrics, sample_grid=grid)
+    unet = build_unet(cfg)
+    lpips_net = None
+    augment_on = cfg.augment.enabled
+    if cfg.refine.enabled:
+        from training.refine import build_lpips, load_base_weights
 
-    def due(every: int | None) -> bool:
-        return every is not None and (state.step % every == 0 or state.step == total_steps)
+        lpips_net = build_lpips(cfg.refine, device)
+        augment_on = False  # the refine phase trains on the real images only
+        if fresh:
+            log.info("refine: starting from %s", load_base_weights(cfg.refine, unet))
+    # channels_last pays on CUDA (tensor-core convolutions); on the CPU it measured ~15% slower (BENCHMARKS.md)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    elif cfg.train.channels_last:
+        log.info("train.channels_last applies on CUDA only; this run is on the %s", device.type)
+    unet.train()
+    return unet, lpips_net, augment_on, channels_last
 
-    # -- the loop ----------------------------------------------------------------------------------------------
-    while state.step < total_steps:
-        o = cfg.optim  # the LR is a pure function of the step: resume needs no state
-        lr = o.lr * lr_lambda(state.step, warmup_steps=o.lr_warmup_steps, total_steps=total_steps,
-                              schedule=o.lr_schedule, min_ratio=o.min_lr_ratio)  # fmt: skip
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for a in range(t.grad_accum_steps):
-            micro = state.step * t.grad_accum_steps + a
-            idx = batch_indices(n_train, step=micro, batch_size=t.batch_size, seed=t.seed, rank=rank, world=world)
-            g = step_generator(device, t.seed, rank, micro)
-            x = train_u8[to_device(idx, device)].float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-            if augment_on:
-                x = augment_batch(x, cfg.augment, g)
-            x0 = x.mul_(2.0).sub_(1.0)  # [-1, 1]
-            with accelerator.accumulate(unet):
-                loss = step_loss(unet, x0, g, cfg, alphas_cumprod, channels_last=channels_last, lpips_net=lpips_net)
-                accelerator.backward(loss)
-                skip = False
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(unet.parameters(), max_norm)
-                    bad = ~torch.isfinite(grad_norm)  # identical on every rank (gradients are all-reduced)
-                    bad_f = bad.float()
-                    bad_count += bad_f
-                    bad_run = (bad_run + bad_f) * bad_f
-                    if fused and accelerator.scaler is None:
-                        inner_opt.found_inf = bad_f  # fused AdamW skips the update on the device
-                    elif accelerator.scaler is None:
-                        skip = bool(bad)  # non-fused optimizers need the host to skip
-                if not skip:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            finite = torch.isfinite(loss.detach())
-            loss_sum += torch.where(finite, loss.detach(), zero)
-            loss_count += finite.float()
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(unet).parameters())
-        state.step += 1
-        pbar.update(1)
 
-        # -- logging: the only host-device sync of a normal step --
-        if due(t.log_every_steps):
-            stats = torch.stack([loss_sum, loss_count, bad_run, bad_count])[None]
-            stats = accelerator.gather(stats) if world > 1 else stats  # (world, 4)
-            now = time.perf_counter()
-            row = {
-                "step": state.step,
-                "epoch": round(
-                    epoch_of(n_train, step=state.step * t.grad_accum_steps, batch_size=t.batch_size, world=world), 4
-                ),
-                "loss": float(stats[:, 0].sum() / stats[:, 1].sum().clamp_min(1)),
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_per_s": round((state.step - last_log_step) * figs["effective_batch"] / (now - last_log_t), 2),
-                "nonfinite_total": state.nonfinite_total + int(stats[:, 3].max()),
-            }
-            if ema is not None:
-                row["ema_decay"] = ema.cur_decay_value
-            run_of_bad = int(stats[:, 2].max())
-            state.nonfinite_total = row["nonfinite_total"]
-            loss_sum.zero_(), loss_count.zero_(), bad_count.zero_()
-            last_log_t, last_log_step = now, state.step
-            accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=state.step)
-            if is_main:
-                append_metrics(metrics_path, row)
-                pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-            if run_of_bad >= t.max_nonfinite_in_row:
-                exit_code = EXIT_NONFINITE
-                reason = (
-                    f"{run_of_bad} non-finite gradient steps in a row (train.max_nonfinite_in_row="
-                    f"{t.max_nonfinite_in_row}); lower optim.lr, turn on optim.max_grad_norm, or use bf16 "
-                    "instead of fp16, then --resume latest"
-                )
-                break
+def log_row(run: Run, stats: StepStats, clock: Clock, pbar) -> int:
+    """Collective: append a metrics row (loss, LR, images/s, non-finite counts, EMA decay) and send it to the
+    trackers; returns the current run of non-finite gradient steps (the most of any rank)."""
+    from training.data import epoch_of
 
-        # -- periodic sample grids, FID and held-out loss from the EMA weights, on every rank's share --
-        t_pause = time.perf_counter()  # evaluation time is left out of images_per_s
-        if due(t.sample_every_steps):
-            imgs = sample_ema(
-                num_images=t.sample_num_images,
-                seed=t.seed,
-                steps=t.sample_steps,
-                batch_size=t.sample_batch_size,
-                scheduler=t.sample_scheduler,
-            )
-            if is_main:
-                grid_png = save_grid(imgs, run_dir / "samples" / f"step-{state.step}.png")
-                log_image(accelerator, "samples", grid_png, step=state.step)
-        if test_u8 is not None and due(cfg.eval.heldout_every_steps):
-            with ema_weights(ema, accelerator.unwrap_model(unet), eval_unet) as net:
-                h = heldout_loss(accelerator, net, test_u8, cfg, alphas_cumprod)
-            accelerator.log({"heldout_loss": h}, step=state.step)
-            if is_main:
-                append_metrics(metrics_path, {"step": state.step, "heldout_loss": h})
-        if test_u8 is not None and due(cfg.eval.fid_every_steps):
-            fid_row = evaluate_fid(accelerator, cfg, sample_ema)
-            accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
-            if is_main:
-                append_metrics(metrics_path, {"step": state.step, **fid_row})
-                log_image(accelerator, "curves", plot_curves(metrics_path, run_dir / "curves.png"), step=state.step)
-                if state.best_fid is None or fid_row["fid"] < state.best_fid:
-                    state.best_fid, state.best_step = fid_row["fid"], state.step
-                    export_ema(run_dir / "best", metrics={**fid_row, "step": state.step})
-            state.best_fid, state.best_step = broadcast_object_list([state.best_fid, state.best_step])
+    accelerator, state, t = run.accelerator, run.state, run.cfg.train
+    world = accelerator.num_processes
+    gathered = accelerator.gather(stats.stacked()) if world > 1 else stats.stacked()  # (world, 4)
+    epoch = epoch_of(len(run.batches.images), step=state.step * t.grad_accum_steps, batch_size=t.batch_size,
+                     world=world)  # fmt: skip
+    row = {
+        "step": state.step,
+        "epoch": round(epoch, 4),
+        "loss": float(gathered[:, 0].sum() / gathered[:, 1].sum().clamp_min(1)),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "images_per_s": round(clock.rate(state.step, run.effective_batch), 2),
+        "nonfinite_total": state.nonfinite_total + int(gathered[:, 3].max()),
+    }
+    if run.ema is not None:
+        row["ema_decay"] = run.ema.cur_decay_value
+    state.nonfinite_total = row["nonfinite_total"]
+    stats.next_window()
+    accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=state.step)
+    if run.is_main:
+        append_metrics(run.metrics_path, row)
+        pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+    return int(gathered[:, 2].max())
 
-        # -- checkpoints, signals --
-        if world == 1:
-            stopping = stop.requested
-        elif state.step % t.signal_check_every_steps == 0:
-            flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
-            stopping = bool(accelerator.gather(flag).max() > 0)
-        else:
-            stopping = False
-        if stopping or due(t.checkpoint_every_steps):
-            checkpoint()
-        last_log_t += time.perf_counter() - t_pause
-        if stopping:
-            reason = f"stopped by {signal.Signals(stop.signum).name if stop.signum else 'a signal on another rank'}"
-            break
-    pbar.close()
-    stop.uninstall()
-    fingerprints = rank_fingerprints(accelerator, accelerator.unwrap_model(unet), ema)
-    if is_main:
-        append_metrics(metrics_path, {"step": state.step, "rank_fingerprints": fingerprints})
-        if any(
-            abs(f[i] - fingerprints[0][i]) > 1e-6 * (1 + abs(fingerprints[0][i]))
-            for f in fingerprints
-            for i in range(len(f))
-        ):
+
+def nonfinite_reason(run_of_bad: int, limit: int) -> str:
+    return (
+        f"{run_of_bad} non-finite gradient steps in a row (train.max_nonfinite_in_row={limit}); lower optim.lr, "
+        "turn on optim.max_grad_norm, or use bf16 instead of fp16, then --resume latest"
+    )
+
+
+def periodic_eval(run: Run) -> None:
+    """Collective: the periodic sample grid, held-out loss and FID from the EMA weights, on every rank's share;
+    a better FID exports the EMA weights to ``<run_dir>/best``."""
+    from accelerate.utils import broadcast_object_list
+
+    from training.accel import log_image
+    from training.monitor import ema_weights, evaluate_fid, heldout_loss
+    from training.plots import plot_curves, save_grid
+
+    accelerator, state, t, cfg = run.accelerator, run.state, run.cfg.train, run.cfg
+    if run.due(t.sample_every_steps):
+        imgs = sample_ema(run, num_images=t.sample_num_images, seed=t.seed, steps=t.sample_steps,
+                          batch_size=t.sample_batch_size, scheduler=t.sample_scheduler)  # fmt: skip
+        if run.is_main:
+            grid_png = save_grid(imgs, run.run_dir / "samples" / f"step-{state.step}.png")
+            log_image(accelerator, "samples", grid_png, step=state.step)
+    if run.test_u8 is not None and run.due(cfg.eval.heldout_every_steps):
+        with ema_weights(run.ema, accelerator.unwrap_model(run.unet), run.eval_unet) as net:
+            h = heldout_loss(accelerator, net, run.test_u8, cfg, run.alphas_cumprod)
+        accelerator.log({"heldout_loss": h}, step=state.step)
+        if run.is_main:
+            append_metrics(run.metrics_path, {"step": state.step, "heldout_loss": h})
+    if run.test_u8 is not None and run.due(cfg.eval.fid_every_steps):
+        fid_row = evaluate_fid(accelerator, cfg, partial(sample_ema, run))
+        accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
+        if run.is_main:
+            append_metrics(run.metrics_path, {"step": state.step, **fid_row})
+            curves = plot_curves(run.metrics_path, run.run_dir / "curves.png")
+            log_image(accelerator, "curves", curves, step=state.step)
+            if state.best_fid is None or fid_row["fid"] < state.best_fid:
+                state.best_fid, state.best_step = fid_row["fid"], state.step
+                export_ema(run, run.run_dir / "best", metrics={**fid_row, "step": state.step})
+        state.best_fid, state.best_step = broadcast_object_list([state.best_fid, state.best_step])
+
+
+def sample_ema(run: Run, **kwargs):
+    """Collective: :func:`training.monitor.generate_split` from the EMA weights (copied into ``eval_unet``)."""
+    from training.monitor import ema_weights, generate_split
+
+    unet = run.accelerator.unwrap_model(run.unet)
+    with ema_weights(run.ema, unet, run.eval_unet) as net, run.accelerator.autocast():
+        return generate_split(run.accelerator, net, run.scheduler_config, **kwargs)
+
+
+def export_ema(run: Run, folder: Path, metrics: dict | None) -> None:
+    """Main process: the EMA weights as a DDPMPipeline folder with the config, metrics and latest grid."""
+    from evaluation.pipeline import export_pipeline
+    from training.monitor import ema_weights, latest_grid
+
+    with ema_weights(run.ema, run.accelerator.unwrap_model(run.unet), run.eval_unet) as net:
+        grid = latest_grid(run.run_dir)
+        export_pipeline(net, run.scheduler_config, folder, config_yaml=run.config_yaml, metrics=metrics,
+                        sample_grid=grid)  # fmt: skip
+
+
+def stop_agreed(run: Run, stop: StopFlag) -> bool:
+    """Whether to stop after this step: this process's flag, or with several processes any rank's, agreed every
+    ``train.signal_check_every_steps`` steps (one all-reduce)."""
+    import torch
+
+    accelerator, t = run.accelerator, run.cfg.train
+    if accelerator.num_processes == 1:
+        return stop.requested
+    if run.state.step % t.signal_check_every_steps != 0:
+        return False
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=accelerator.device)
+    return bool(accelerator.gather(flag).max() > 0)
+
+
+def save(run: Run) -> None:
+    """Collective: a checkpoint of this step (keep-N rotation), and the Hub push of its EMA export when due."""
+    from training.data import epoch_of
+
+    accelerator, state, t = run.accelerator, run.state, run.cfg.train
+    world = accelerator.num_processes
+    epoch = epoch_of(len(run.batches.images), step=state.step * t.grad_accum_steps, batch_size=t.batch_size,
+                     world=world)  # fmt: skip
+    meta = {"epoch": epoch, "custom_objects": run.custom_objects, **run_identity(run.cfg, world)}
+    save_checkpoint(accelerator, run.run_dir, step=state.step, meta=meta, keep=t.checkpoints_keep,
+                    config_yaml=run.config_yaml)  # fmt: skip
+    if run.is_main:  # the upload runs in the background; only the export happens here
+        run.pusher.at_checkpoint(state.step, lambda folder: export_ema(run, folder, latest_fid(run.metrics_path)))
+
+
+def finish(run: Run, exit_code: int, reason: str) -> int:
+    """Collective: check the ranks agree, then checkpoint (non-finite stop) or export and push (done), plot the
+    curves and log the summary; returns the exit code."""
+    from training.monitor import rank_fingerprints
+    from training.plots import plot_curves, samples_over_time
+
+    accelerator, state, run_dir = run.accelerator, run.state, run.run_dir
+    fingerprints = rank_fingerprints(accelerator, accelerator.unwrap_model(run.unet), run.ema)
+    if run.is_main:
+        append_metrics(run.metrics_path, {"step": state.step, "rank_fingerprints": fingerprints})
+        first = fingerprints[0]
+        if any(abs(f[i] - first[i]) > 1e-6 * (1 + abs(first[i])) for f in fingerprints for i in range(len(f))):
             log.error("the ranks' weights or EMA differ at the end of training: %s", fingerprints)
             exit_code = exit_code or EXIT_DIVERGED
 
     if exit_code == EXIT_NONFINITE:
-        checkpoint()
-    elif state.step >= total_steps:
-        if is_main:
-            export_ema(run_dir / "pipeline", metrics=latest_fid(metrics_path))
-            pusher.final(run_dir / "pipeline", state.step)
-    if is_main:
-        plot_curves(metrics_path, run_dir / "curves.png")
+        save(run)
+    elif state.step >= run.total_steps and run.is_main:
+        export_ema(run, run_dir / "pipeline", metrics=latest_fid(run.metrics_path))
+        run.pusher.final(run_dir / "pipeline", state.step)
+    if run.is_main:
+        plot_curves(run.metrics_path, run_dir / "curves.png")
         samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
-        summary = f"{reason} at step {state.step}/{total_steps}; run dir {run_dir}"
+        summary = f"{reason} at step {state.step}/{run.total_steps}; run dir {run_dir}"
         if state.best_fid is not None:
             summary += f"; best FID {state.best_fid:.2f} at step {state.best_step} ({run_dir / 'best'})"
-        if state.step < total_steps:
+        if state.step < run.total_steps:
             summary += "; continue with --resume latest"
         (log.error if exit_code else log.info)(summary)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    pusher.close()  # main process: the last upload finishes while the other ranks are already done
+    run.pusher.close()  # main process: the last upload finishes while the other ranks are already done
     return exit_code
 
 

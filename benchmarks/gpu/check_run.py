@@ -1,4 +1,4 @@
-"""Correctness of the trainer and the sampler on CUDA (issue 15, part 1), in one command; CPU with ``--tiny``.
+"""Correctness of the trainer and the sampler on CUDA, in one command; CPU with ``--tiny``.
 
 Runs of the demo preset (tiny UNet) on generated 64x64 crops, each a real process of the unmodified trainer:
 
@@ -65,7 +65,7 @@ def run_cmd(name: str, cmd: list[str], logs: Path, timeout: float) -> dict:
 
 
 def read_metrics(run: Path) -> dict:
-    from training.checkpoint import read_metrics as metrics_rows  # the run directory's one metrics.jsonl reader
+    from training.metrics import read_metrics as metrics_rows  # the run directory's one metrics.jsonl reader
 
     rows = metrics_rows(run / "metrics.jsonl")
     losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_on = not (a.tiny or a.no_compile)
     fp16 = "fp16" if cuda else "no"  # fp16 autocast + GradScaler is a CUDA path; the CPU dry run uses fp32 there
 
-    from training.data import write_crops_dataset
+    from tests.crops import write_crops_dataset
 
     ds = write_crops_dataset(work / "dataset", n=n_img + n_test, size=64, test=n_test)
     py = sys.executable

@@ -172,7 +172,7 @@ def smoke() -> list[str]:
         from training.config import load_train_config
 
         root = Path(__file__).resolve().parents[2]
-        cfg = load_train_config(root / "configs/train/seed001.yaml", ["data.dataset_dir=/nonexistent"])
+        cfg = load_train_config(root / "configs/train/attention_unet.yaml", ["data.dataset_dir=/nonexistent"])
         assert cfg.train.mixed_precision == "bf16"
 
     step("diffusers UNet2DModel forward + schedulers", unet)

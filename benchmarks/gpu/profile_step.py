@@ -1,7 +1,7 @@
-"""Where the time of one training step goes (issue 15, part 3): torch.profiler over our step, plus quick levers.
+"""Where the time of one training step goes: torch.profiler over our step, plus quick levers.
 
 Our step is ``benchmarks/bench_train.py``'s ``Ours`` (the trainer's step: decoded-once data on the device,
-augmentation on the batch, ``step_loss``, fused AdamW, foreach EMA, no host sync) for ``--preset`` (seed001) at
+augmentation on the batch, ``step_loss``, fused AdamW, foreach EMA, no host sync) for ``--preset`` (attention_unet) at
 ``--batch`` (128) in bf16 with the preset's channels_last. After ``--warmup`` steps, ``--steps`` steps run under
 ``torch.profiler`` (CPU + CUDA activity); the kernel table sorted by self device time goes to ``profile.txt``, a
 summary (device time per step by kernel family, device busy fraction = kernel time / wall time per step) to
@@ -77,7 +77,7 @@ def timed(variant, steps: int, batch: int, dev, ctx=None) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="seed001")
+    p.add_argument("--preset", default="attention_unet")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU kit for issue 15: run ON the lent NVIDIA H200 (device tool), from the repo root, with .whl carried.
+# GPU kit (the GPU rows of BENCHMARKS.md): run ON the lent NVIDIA H200 (device tool), from the repo root, with .whl carried.
 #
 # ---- PLAN: 15 minutes of device time in all (machine start, idle and transfers included) ------------------------
 # Here first (CPU, no device time):
@@ -12,12 +12,12 @@
 #        ~1.5 min machine start + ~5 min: preflight 0.5 (wheels, versions, smoke test), check ~3.5 (demo UNet:
 #        bf16+channels_last+fused AdamW+compile via python -m training.train; fp16+grad scaler via accelerate
 #        launch; SIGTERM / kill + --resume latest vs uninterrupted, max abs diff; DDPMPipeline.from_pretrained bf16
-#        and every scheduler; the sampler CLI), profile ~1 (seed001 batch 128 bf16: torch.profiler, 10 steps,
+#        and every scheduler; the sampler CLI), profile ~1 (attention_unet batch 128 bf16: torch.profiler, 10 steps,
 #        and the levers: channels_last, batch 256, each SDPA backend)
 #   2. run(command="bash benchmarks/gpu/run_device.sh peer sample", carry=[".whl"], timeout_s=540)
-#        ~6 min: peer ~4.5 (diffusers' train_unconditional.py vs ours, batch 128, bf16, seed001 with and without
+#        ~6 min: peer ~4.5 (diffusers' train_unconditional.py vs ours, batch 128, bf16, attention_unet with and without
 #        torch.compile, diffusers_example; images/s, ratio, MFU vs a bf16 matmul measured in the call, peak
-#        memory), sample ~1.5 (seed001 UNet, batch 256, bf16, each scheduler at its default steps; ddpm 1000)
+#        memory), sample ~1.5 (attention_unet UNet, batch 256, bf16, each scheduler at its default steps; ddpm 1000)
 #   3. give_back()
 #   Expected total ~13 min; ~2 min margin (the tool also caps a call's limit at the device time left; peer.json is
 #   rewritten after each preset, so a call cut short still returns what ran). Files come back under files_at (at most 8 a call): run.log, summary.md
@@ -30,7 +30,7 @@
 #   benchmarks/gpu/run_device.sh all").
 # ---------------------------------------------------------------------------------------------------------------
 # Steps: preflight, check, profile, peer, sample, all (= preflight check profile peer sample), and the older
-#   bench_train.py rows: train (seed001 batch 128, in-process baseline vs ours, then + compile), ablate.
+#   bench_train.py rows: train (attention_unet batch 128, in-process baseline vs ours, then + compile), ablate.
 # Environment: OUT (the device tool sets it; default bench_out/gpu), PYTHON (default python3: the image's, which
 #   holds torch 2.11; never install torch there), KIT_TINY=1 (CPU dry run: tiny sizes), KIT_NO_WHEELS=1 (skip the
 #   wheel install: the CPU venv has the packages), PEER_ARGS / CHECK_ARGS / PROFILE_ARGS / SAMPLE_ARGS (appended).
@@ -77,7 +77,7 @@ if [ -n "$TINY" ]; then
   train_args=(--presets demo --batch 4 --steps 1 --rounds 1 --warmup 1 --no-isolated-memory)
 else
   check_args=() profile_args=() peer_args=() sample_args=()
-  train_args=(--presets seed001 --batch 128 --steps 20 --rounds 3 --warmup 3)
+  train_args=(--presets attention_unet --batch 128 --steps 20 --rounds 3 --warmup 3)
 fi
 # shellcheck disable=SC2206
 { check_args+=(${CHECK_ARGS:-}); profile_args+=(${PROFILE_ARGS:-}); peer_args+=(${PEER_ARGS:-})

@@ -1,11 +1,11 @@
-"""Sampling throughput of every scheduler at its default step count (issue 15, part 4): batch 256, bf16.
+"""Sampling throughput of every scheduler at its default step count: batch 256, bf16.
 
 ``benchmarks/bench_sample.py`` times one list of step counts for every scheduler; this runs its
 ``run_variants`` (``evaluation.sample.generate``, the code path of ptt-sample, UNet calls counted by a hook,
 warm-up first, median of ``--repeats``) once per scheduler at ``evaluation.sample.DEFAULT_STEPS`` (ddpm 1000,
 ddim 50, dpmsolver++ 20, unipc 20), on the UNet of a real preset (``training.model.build_unet`` of
-``configs/train/<preset>.yaml``: seed001 has attention head dim 64, which bench_sample's ``seed001`` preset,
-built with UNet2DModel's default head dim 8, has not), weights cast to ``--dtype``. Writes ``sample.json`` and
+``configs/train/<preset>.yaml``: attention_unet has attention head dim 64, which bench_sample's ``attention_unet``
+preset, built with UNet2DModel's default head dim 8, has not), weights cast to ``--dtype``. Writes ``sample.json`` and
 appends a table to ``summary.md`` in ``--out``.
 
 Example::
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="seed001", help="configs/train/<preset>.yaml's UNet")
+    p.add_argument("--preset", default="attention_unet", help="configs/train/<preset>.yaml's UNet")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     p.add_argument("--repeats", type=int, default=1)
