@@ -140,6 +140,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         rank_fingerprints,
     )
     from training.plots import plot_curves, samples_over_time, save_grid
+    from training.posthoc_ema import build_posthoc_ema
     from training.step import step_generator, step_loss
 
     t = cfg.train
@@ -229,6 +230,9 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     if t.compile:
         unet.compile()
     unet, optimizer = accelerator.prepare(unet, optimizer)
+    # post-hoc EMA (ema.posthoc): power-function profiles on the device and their snapshots; None when off
+    posthoc = build_posthoc_ema(cfg.ema.posthoc, accelerator.unwrap_model(unet), run_dir, is_main=is_main,
+                                resume_from=ckpt)  # fmt: skip
     state = RunState()
     custom_objects = []
     if ema is not None:
@@ -236,6 +240,9 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         custom_objects.append("ema")
     accelerator.register_for_checkpointing(state)
     custom_objects.append("run_state")
+    if posthoc is not None:  # last, so the other objects keep their checkpoint indices
+        accelerator.register_for_checkpointing(posthoc)
+        custom_objects.append("posthoc_ema")
 
     metrics_path = run_dir / "metrics.jsonl"
 
@@ -340,6 +347,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
         if ema is not None:
             ema.step(accelerator.unwrap_model(unet).parameters())
         state.step += 1
+        if posthoc is not None:  # every step; a snapshot every ema.posthoc.snapshot_every_steps and at the end
+            posthoc.update(accelerator.unwrap_model(unet).parameters(), state.step, last=state.step == total_steps)
         pbar.update(1)
 
         # -- logging: the only host-device sync of a normal step --
