@@ -440,7 +440,8 @@ def plan(snapshots: list[Snapshot], sigma_rel: float, step: int | None, *, run_d
     "profile_error"}``; a width or step the snapshots cannot give raises :class:`SnapshotError`."""
     if not 0.0 < sigma_rel < MAX_SIGMA_REL:
         raise SnapshotError(
-            f"{run_dir}: sigma_rel {sigma_rel:g} is not a power-function EMA width; pick one in (0, {MAX_SIGMA_REL:.4f})"
+            f"{run_dir}: sigma_rel {sigma_rel:g} is not a power-function EMA width; "
+            f"pick one in (0, {MAX_SIGMA_REL:.4f})"
         )
     last = snapshots[-1].step
     step = last if step is None else step
