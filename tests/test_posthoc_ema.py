@@ -24,6 +24,7 @@ from training.posthoc_ema import (
     MAX_SIGMA_REL,
     PosthocEma,
     PosthocEmaConfig,
+    SnapshotError,
     check_snapshots,
     discrete_profile,
     gamma_to_sigma_rel,
@@ -383,3 +384,27 @@ def test_ptt_ema_bad_inputs_are_one_line_errors_naming_the_run(ph_run, tmp_path,
     assert str(run_dir) in err and "no post-hoc EMA snapshots" in err and "ema.posthoc.enabled=true" in err
     err = _one_line_error(capsys, [str(tmp_path / "nowhere"), "--sigma-rel", "0.05"])
     assert "no config.yaml" in err
+
+
+def test_snapshots_keep_rotates_and_the_kept_series_still_checks(tmp_path):
+    unet = _tiny_unet()
+    cfg = PosthocEmaConfig(enabled=True, snapshot_every_steps=2, snapshots_keep=3, snapshot_dtype="float32")
+    ema = PosthocEma(cfg, unet.named_parameters(), tmp_path, is_main=True)
+    for step in range(1, 13):
+        ema.update(unet.parameters(), step)
+    assert [s for s, _ in list_snapshots(tmp_path)] == [8, 10, 12]
+    assert [s.step for s in check_snapshots(tmp_path, cfg)] == [8, 10, 12]
+    (tmp_path / "posthoc_ema" / "snapshot-10.safetensors").unlink()
+    with pytest.raises(SnapshotError, match="snapshot-10"):
+        check_snapshots(tmp_path, cfg)
+
+
+def test_resuming_with_other_widths_is_a_one_line_error(ph_run, cfg_path, ds16, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(ph_run, run_dir)
+    capsys.readouterr()
+    assert run(cfg_path, ds16, run_dir, "ema.posthoc.sigma_rels=[0.05,0.2]", "train.max_steps=14",
+               resume="latest") == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "does not fit this config" in err and "sigma_rel" in err
+    assert [s for s, _ in list_snapshots(run_dir)] == [2, 4, 6, 8, 10, 12]  # nothing set aside or written
