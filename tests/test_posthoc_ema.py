@@ -408,3 +408,10 @@ def test_resuming_with_other_widths_is_a_one_line_error(ph_run, cfg_path, ds16, 
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "does not fit this config" in err and "sigma_rel" in err
     assert [s for s, _ in list_snapshots(run_dir)] == [2, 4, 6, 8, 10, 12]  # nothing set aside or written
+
+
+def test_ptt_ema_into_an_unwritable_place_is_a_one_line_error(ph_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    err = _one_line_error(capsys, [str(ph_run), "--sigma-rel", "0.05", "--out", str(blocker / "out")])
+    assert str(blocker) in err

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from common.configio import ConfigError
-from common.fileio import atomic_write, atomic_write_json
+from common.fileio import atomic_write, atomic_write_json, disk_error_line, os_error_line
 from training.posthoc_ema import SnapshotError, check_snapshots, plan, reconstruct, reconstructable_range
 
 log = logging.getLogger("ptt.ema")
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             export_widths(args.run_dir, args.sigma_rel, at_steps=args.at_step, out=args.out)
     except (SnapshotError, ConfigError, FidError, SampleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only run dir: one line naming the path
+        print(f"error: {disk_error_line(exc, args.run_dir) or os_error_line(exc, args.run_dir)}", file=sys.stderr)
         return 2
     return 0
 
