@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 from common.hub import is_repo_id
+from training.posthoc_ema import PosthocEmaConfig
 
 __all__ = ["TrainConfig", "derived_figures", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
 
@@ -145,6 +146,8 @@ class EmaConfig(StrictModel):
     warmup: bool = True  # diffusers' EMA warmup: decay grows as 1 - (1 + step / inv_gamma) ** -power
     inv_gamma: float = Field(1.0, gt=0.0)
     power: float = Field(0.75, gt=0.0)  # 3/4 suits runs of ~10k-200k steps (crowsonkb's note)
+    # Post-hoc EMA (EDM2): power-function profiles saved as snapshots, any width chosen after training (ptt-ema).
+    posthoc: PosthocEmaConfig = PosthocEmaConfig()
 
 
 class TrainLoopConfig(StrictModel):

@@ -144,6 +144,10 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:
             channels_last=run.channels_last, lpips_net=run.lpips_net,
         )  # fmt: skip
         state.step += 1
+        if run.posthoc is not None:  # every step; a snapshot every ema.posthoc.snapshot_every_steps and at the end
+            run.posthoc.update(
+                accelerator.unwrap_model(run.unet).parameters(), state.step, last=state.step == run.total_steps
+            )
         pbar.update(1)
         if run.due(t.log_every_steps):  # the only host-device sync of a normal step
             run_of_bad = log_row(run, stats, clock, pbar)
@@ -172,6 +176,7 @@ class Run:
     unet: Any  # prepared by the accelerator (DDP-wrapped with several processes)
     optimizer: Any  # prepared
     ema: Any  # diffusers EMAModel, or None with ema.enabled=false
+    posthoc: Any  # training.posthoc_ema.PosthocEma, or None with ema.posthoc.enabled=false
     eval_unet: Any  # a UNet the EMA weights are copied into for sampling and export
     state: RunState
     batches: BatchSource
@@ -236,6 +241,7 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
     from training.data import load_images
     from training.hub import HubPusher
     from training.model import build_noise_scheduler, build_optimizer
+    from training.posthoc_ema import build_posthoc_ema
 
     t, d, run_dir = cfg.train, cfg.data, Path(cfg.run_dir)
     check_tracker(t.log_with)
@@ -272,6 +278,9 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
     if t.compile:
         unet.compile()
     unet, optimizer = accelerator.prepare(unet, optimizer)
+    # post-hoc EMA (ema.posthoc): power-function profiles on the device and their snapshots; None when off
+    posthoc = build_posthoc_ema(cfg.ema.posthoc, accelerator.unwrap_model(unet), run_dir,
+                                is_main=accelerator.is_main_process, resume_from=ckpt)  # fmt: skip
     state = RunState()
     custom_objects = []
     if ema is not None:
@@ -279,8 +288,12 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
         custom_objects.append("ema")
     accelerator.register_for_checkpointing(state)
     custom_objects.append("run_state")
+    if posthoc is not None:  # last, so the other objects keep their checkpoint indices
+        accelerator.register_for_checkpointing(posthoc)
+        custom_objects.append("posthoc_ema")
     run = Run(
-        cfg=cfg, accelerator=accelerator, unet=unet, optimizer=optimizer, ema=ema, eval_unet=eval_unet, state=state,
+        cfg=cfg, accelerator=accelerator, unet=unet, optimizer=optimizer, ema=ema, posthoc=posthoc,
+        eval_unet=eval_unet, state=state,
         batches=BatchSource(train_u8, t.batch_size, t.seed, accelerator.process_index, world,
                             cfg.augment if augment_on else None),
         test_u8=test_u8, alphas_cumprod=noise_sched.alphas_cumprod.to(device),
