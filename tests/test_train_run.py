@@ -487,3 +487,13 @@ def test_compiled_unet_trains_like_eager_and_its_checkpoint_resumes_uncompiled(t
     assert run(tiny_cfg, ds16, compiled, "train.max_steps=6", "train.sample_every_steps=null", resume="latest") == 0
     assert json.loads((latest_checkpoint(compiled) / "meta.json").read_text())["step"] == 6
     assert DDPMPipeline.from_pretrained(str(compiled / "pipeline")).unet.config.block_out_channels == [8, 16]
+
+
+def test_periodic_fid_without_the_inception_stops_at_start(tiny_cfg, ds16, tmp_path, capsys):
+    """The trainer's FID looks for the Inception as ptt-fid does, and says so before any training step."""
+    missing = tmp_path / "nope" / "inception-2015-12-05.pt"
+    rc = run(tiny_cfg, ds16, tmp_path / "r", "eval.fid_every_steps=2", f"eval.fid_inception_path={missing}")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "eval.fid_extractor=inception" in err and str(missing) in err and "ptt-weights fetch inception" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -132,6 +132,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
     from training.hub import HubPusher
     from training.model import build_noise_scheduler, build_optimizer, build_unet, count_parameters, lr_lambda
     from training.monitor import (
+        check_fid_weights,
         ema_weights,
         evaluate_fid,
         generate_split,
@@ -185,6 +186,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:  # noqa: C901 
                 "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
                 "eval.fid_every_steps=null"
             )
+        check_fid_weights(cfg)
 
     # -- model, noise schedule, EMA, optimizer ----------------------------------------------------------------
     unet = build_unet(cfg)
