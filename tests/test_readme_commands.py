@@ -48,9 +48,16 @@ CAPS = [
 SKIP = [
     (r"^make (demo|test)$", "the set-up targets themselves (this test runs inside make test, on the demo)"),
     (r"^scrapy crawl ptt_beauty(?!.*PTT_BASE_URL=\$BASE)", "crawls the real ptt.cc (no network here)"),
-    (r"^accelerate launch training/train\.py", "a full GPU-sized training run (hours); the demo runs the trainer"),
+    (
+        r"^accelerate launch training/train\.py(?!.*refine\.base_run_dir=demo_out/run )",
+        "a full GPU-sized training run (hours); the demo runs the trainer",
+    ),
     (r"^accelerate launch -m evaluation\.sample --model USER/", "samples a model from the Hub (no network here)"),
-    (r"^ptt-fid(?!.*--substitute)", "clean-fid's Inception weights are a download (offline here)"),
+    (
+        r"^ptt-fid(?!.*--substitute)",
+        "scores thousands of samples with the real Inception (minutes on this CPU); "
+        "the demo itself runs ptt-fid with it, tests/test_fid.py checks it against clean-fid",
+    ),
     (r"^ptt-curate push|^ptt-push (?!.*--dry-run)", "uploads to the Hugging Face Hub (no network here)"),
     (r"^hf auth login", "logs in to the Hugging Face Hub (no network here)"),
 ]

