@@ -333,7 +333,7 @@ def test_real_inception_fid_and_features_equal_clean_fid_own_on_real_photos(tmp_
     from skimage import data
 
     from common.weights import inception_layers
-    from curation import synth
+    from tests import _synth as synth
 
     path = registry_weights("inception")
     wrapper = InceptionV3W.__new__(InceptionV3W)  # clean-fid's class and forward, over the file found here
