@@ -103,9 +103,9 @@ def test_the_unpickler_admits_numpy_arrays_only():
 @pytest.fixture(scope="module")
 def aligned_faces():
     """The six faces of InsightFace's t1.jpg, detected by RetinaFace and aligned to 64x64 as ptt-curate does."""
-    from tests import _synth as synth
     from curation.align import align_face
     from curation.detect import RetinaFaceDetector
+    from tests import _synth as synth
 
     t1 = synth.t1()
     return [align_face(t1, f.landmarks) for f in RetinaFaceDetector().detect(t1)]
