@@ -130,7 +130,12 @@ def test_dataset_follows_the_contract(first_run):
             assert row["gender"] in ("female", "male", "unknown")
             assert len(row["phash"]) == 16 and row["published_at"].endswith("+08:00")
             assert row["image_url"].startswith("http://127.0.0.1/img/")
-    assert not [p for p in first_run.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+    from common.lock import LOCK_NAME
+    from curation.generations import CURRENT_LINK, GENERATIONS_DIR
+
+    hidden = {p.name for p in first_run.iterdir() if p.name.startswith(".")}
+    assert hidden == {LOCK_NAME, CURRENT_LINK, GENERATIONS_DIR}  # no temp folders left behind
+    assert not list((first_run / GENERATIONS_DIR).rglob(".*"))
 
 
 def test_report_counts_every_reject_by_reason(first_run):
