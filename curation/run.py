@@ -132,8 +132,9 @@ def _run_locked(cfg: CurationConfig, feed: Path, images: Path, out: Path, refs: 
         )
     if not with_dataset:  # datasets cannot load a DatasetDict with an empty split; a set with no train is no use
         raise CurationError(
-            f"{out / 'curation_report.json'}: all {len(kept)} kept faces fell in the test split, so no dataset "
-            f"was written; lower split.test_fraction (now {cfg.split.test_fraction}) or curate more photos"
+            f"{out / 'curation_report.json'}: {len(kept)} face(s) kept, all in the test split, so no dataset was "
+            f"written (training needs train faces); lower split.test_fraction (now {cfg.split.test_fraction}), "
+            "relax the filters or curate more photos"
         )
     if not splits["test"]:
         log.warning(
