@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def current_set(out: str | os.PathLike) -> Path:
 
 def _replace_link(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` with one rename (a link made beside it first)."""
-    tmp = link.with_name(f".{link.name.lstrip('.')}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    # a leftover of this name (a kill between the two calls) is removed by common.fileio.clean_stale_temps
+    tmp = link.with_name(f".{link.name.lstrip('.')}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     os.symlink(target, tmp)
     os.replace(tmp, link)
 

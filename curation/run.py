@@ -55,7 +55,8 @@ def _prepare_out(out: Path) -> Path:
     caller holds ``out``'s lock, so none of them belongs to a live run)."""
     cache_dir = out / "cache"
     cache_dir.mkdir(exist_ok=True)
-    for folder in (out, cache_dir):  # a crashed run's temporaries, if it is gone
+    current = current_set(out)  # a folder written before generations keeps faces/ and previews/ in place
+    for folder in (out, cache_dir, current / "faces", current / "previews"):  # a crashed run's, if it is gone
         if gone := clean_stale_temps(folder):
             log.info("removed %d leftovers of an interrupted run in %s", len(gone), folder)
     return cache_dir
