@@ -218,3 +218,26 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, target):
     from common.lock import FolderLock
 
     FolderLock(out).release()  # the lock went with the run
+
+
+def test_review_page_writes_under_the_lock_and_reads_one_generation(first, tmp_path, capsys):
+    """``ptt-curate review`` writes into ``out`` only as its owner (refused in one line while another process, here
+    this one's own lock, holds it); given ``<out>/dataset`` (a link into ``.generations/``) it writes the page in
+    ``<out>``, read from the current generation."""
+    from common.lock import folder_lock
+    from curation.review import main_review
+
+    out0, n_old, _ = first
+    out = _copy(out0, tmp_path / "out")
+    with folder_lock(out):
+        capsys.readouterr()
+        assert main_review([str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error:" in err[0] and f"pid {os.getpid()} on {socket.gethostname()}" in err[0], err
+    assert not (out / "review.html").exists()
+    assert main_review([str(out / "dataset")]) == 0
+    assert capsys.readouterr().out.strip() == str((out / "review.html").resolve())
+    page = (out / "review.html").read_text(encoding="utf-8")
+    detected = len((out / "faces.jsonl").read_text(encoding="utf-8").splitlines())
+    assert f"Review: out ({detected} faces)" in page
+    assert not list((out / ".generations").rglob("review.html"))
