@@ -6,16 +6,18 @@
 reuse ``cache/<sha1>.json``, align and measure in a pool of ``workers`` processes, then each face judged alone
 against the thresholds), ``curation.faces.judge_dataset`` (near-duplicates, review decisions, split), then
 ``curation.faces.write_faces``, ``curation.previews``, ``curation.store.write_dataset`` and
-``curation.report.build_report``. A face is one ``curation.record.FaceRecord`` from detection to the dataset row.
+``curation.report.build_report``, all into a new generation folder that ``curation.generations`` publishes with one
+rename (a kill leaves the whole old set or the whole new one). A face is one ``curation.record.FaceRecord`` from
+detection to the dataset row. The run holds ``<out>``'s lock (``common.lock``) from start to end.
 
-Written under ``<out>``: ``dataset/`` (a ``DatasetDict``, written to a temp folder, then renamed; splits ``train``
-/ ``test``, a face's split depending only on ``split.seed`` and its ``face_id``; columns
-``curation.record.DATASET_COLUMNS``), ``curation_report.json``, ``previews/`` (contact sheets of kept faces and
-per reject reason, histograms with thresholds), ``cache/`` (detections by photo content hash, in the stored
-photo's pixels: a rerun only detects new photos; changing a filter threshold re-runs no detection; a crashed run
-resumes), ``faces/<face_id>.png`` and ``faces.jsonl`` (every detected face with status, reason, split and metrics,
-for the review page). Review decisions: ``review_path`` (default ``<out>/review.json``) holds
-``{"version": 1, "rejected": [face_id, ...]}``; those faces are dropped as ``review``.
+Written under ``<out>``: ``dataset/`` (a ``DatasetDict``; splits ``train`` / ``test``, an empty one left out, a
+face's split depending only on ``split.seed`` and its ``face_id``; columns ``curation.record.DATASET_COLUMNS``),
+``curation_report.json``, ``previews/`` (contact sheets of kept faces and per reject reason, histograms with
+thresholds), ``cache/`` (detections by photo content hash, in the stored photo's pixels: a rerun only detects new
+photos; changing a filter threshold re-runs no detection; a crashed run resumes), ``faces/<face_id>.png`` and
+``faces.jsonl`` (every detected face with status, reason, split and metrics, for the review page). Review
+decisions: ``review_path`` (default ``<out>/review.json``) holds ``{"version": 1, "rejected": [face_id, ...]}``;
+those faces are dropped as ``review``.
 
 Example::
 
