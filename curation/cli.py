@@ -71,15 +71,16 @@ def _summary(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``ptt-curate``; Ctrl-C ends it with one line and exit code 130 (the cache keeps what was detected)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("ptt-curate: interrupted; rerun to continue (detections so far are cached)", file=sys.stderr)
+        cached = " (detections so far are cached)" if not argv or argv[0] not in ("review", "push") else ""
+        print(f"ptt-curate: interrupted; rerun to continue{cached}", file=sys.stderr)
         return 130
 
 
-def _main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "review":
         return _review(argv[1:])
     if argv and argv[0] == "push":
