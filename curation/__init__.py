@@ -1,12 +1,13 @@
 """Curation stage of ptt-faces: downloaded PTT photos -> aligned 64x64 face ``datasets`` folder.
 
-Modules: ``record`` (the face record: every field of a curated face and where it goes), ``run`` (the run:
-feed -> cache -> filters -> ``save_to_disk``, over its steps in ``inputs``, ``photos``, ``workers``, ``faces``
-and ``report``), ``images`` (robust decoding), ``detect`` (face detectors and the gender model, the only place
-that imports onnxruntime or insightface), ``align`` (pure geometry), ``filters`` (pure quality metrics, hashes
-and the reject decision), ``store`` (the dataset folder's writer and reader), ``previews`` (contact sheets and
-histograms), ``config`` (typed config), ``push`` (Hub upload), ``cli`` (``ptt-curate``), ``review`` (the review
-page) and ``download_filter`` (the crawler's optional photo filter)::
+Modules: ``record`` (the face record: every field of a curated face and where it goes), ``run`` (the run: feed ->
+cache -> filters -> ``save_to_disk``, over its steps in ``inputs``, ``photos``, ``workers``, ``faces`` and
+``report``), ``images`` (robust decoding), ``detect`` (face detectors and the gender model, the only place that
+imports onnxruntime or insightface), ``align`` (pure geometry), ``filters`` (pure quality metrics, hashes and the
+reject decision), ``store`` (the dataset folder's writer and reader), ``generations`` (the run's outputs published
+as one set), ``previews`` (contact sheets and histograms), ``config`` (typed config), ``push`` (Hub upload),
+``cli`` (``ptt-curate``), ``review`` (the review page) and ``download_filter`` (the crawler's optional photo
+filter)::
 
     ptt-curate --config configs/curation.yaml feed=demo_out/feed.jsonl images=demo_out/images out=demo_out/curated
 """

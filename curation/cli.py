@@ -7,7 +7,8 @@
     ptt-curate push --repo USER/NAME curated [--private]
 
 ``key=value`` overrides use dotted keys of ``curation.config.CurationConfig`` (``filters.min_blur_var=60.0``,
-``workers=2``); ``--dry-run`` prints the resolved config and exits. Errors are one line on stderr, exit code 2.
+``workers=2``); ``--dry-run`` prints the resolved config and exits. Errors are one line on stderr, exit code 2;
+Ctrl-C is one line, exit code 130. A run owns its ``out=`` folder (a second run on it is refused, naming the first).
 """
 
 from __future__ import annotations
@@ -69,7 +70,17 @@ def _summary(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``ptt-curate``; Ctrl-C ends it with one line and exit code 130 (the cache keeps what was detected)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        cached = " (detections so far are cached)" if not argv or argv[0] not in ("review", "push") else ""
+        print(f"ptt-curate: interrupted; rerun to continue{cached}", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "review":
         return _review(argv[1:])
     if argv and argv[0] == "push":
@@ -98,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         return 0
     from curation.detect import DetectorError
-    from curation.run import CurationError, run_curation
+    from curation.run import CurationError, FolderBusyError, run_curation
 
     try:
         report = run_curation(cfg)
-    except (CurationError, DetectorError) as exc:
+    except (CurationError, DetectorError, FolderBusyError) as exc:
         return _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only out=: one line, and what was written before stays whole
         return _fail(disk_error_line(exc, cfg.out) or os_error_line(exc, cfg.out, "out="))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,13 @@ def assign_splits(face_ids: list[str], cfg: SplitConfig) -> list[str]:
     return splits
 
 
-def judge_dataset(rows: list[FaceRecord], review: set[str], cfg: CurationConfig) -> tuple[list[FaceRecord], int]:
+def judge_dataset(
+    rows: list[FaceRecord], review: set[str], cfg: CurationConfig, *, review_path: Path | None = None
+) -> tuple[list[FaceRecord], int]:
     """Steps 3-4 over the whole set: near-duplicates (first published kept), then the review decisions, then
     the split (stable per face, with a floor on the test split for small sets). Returns ``(kept rows, number of
-    review rejections applied)``; every row gets ``reason``, ``status`` and ``split``."""
+    review rejections applied)``; every row gets ``reason``, ``status`` and ``split``. Review ids that match no
+    detected face are counted in a warning (a review file of another ``out=`` folder applies nothing)."""
     t = cfg.filters
     rows.sort(key=lambda r: (r["published_at"], r["face_id"]))
     index = F.NearDuplicateIndex(t.phash_max_distance)
@@ -104,6 +108,11 @@ def judge_dataset(rows: list[FaceRecord], review: set[str], cfg: CurationConfig)
                 dup = index.add(r["phash"], r["face_id"])
             if dup is not None:
                 r["reason"], r["duplicate_of"] = "near_duplicate", dup
+    if unknown := review - {r["face_id"] for r in rows}:
+        log.warning(
+            "%s: %d of %d rejected face ids match no detected face (nothing applied for them); is it the review "
+            "file of another out= folder?", review_path or "review file", len(unknown), len(review),
+        )  # fmt: skip
     applied_review = 0
     for r in rows:
         if r["reason"] is None and r["face_id"] in review:
@@ -118,15 +127,23 @@ def judge_dataset(rows: list[FaceRecord], review: set[str], cfg: CurationConfig)
     return kept, applied_review
 
 
-def write_faces(out: Path, rows: list[FaceRecord]) -> None:
-    """``faces/<face_id>.png`` (rewritten only when changed) and ``faces.jsonl``, one line per detected face (the
-    record's ``JSONL_FIELDS``)."""
+def write_faces(out: Path, rows: list[FaceRecord], *, previous: Path | None = None) -> None:
+    """``faces/<face_id>.png`` and ``faces.jsonl``, one line per detected face (the record's ``JSONL_FIELDS``),
+    into ``out`` (a new generation folder). A face whose PNG is unchanged in ``previous`` (the set it replaces)
+    is hard-linked from there instead of written again."""
     faces_dir = out / "faces"
     faces_dir.mkdir(exist_ok=True)
     lines = []
     for r in rows:
         p = faces_dir / f"{r['face_id']}.png"
-        if not p.is_file() or p.read_bytes() != r["image"]:
+        old = previous / "faces" / p.name if previous is not None else None
+        try:
+            same = old is not None and old.is_file() and old.read_bytes() == r["image"]
+            if same:
+                os.link(old, p)
+        except OSError:  # a file system without hard links: write it
+            same = False
+        if not same:
             atomic_write(p, r["image"])
         lines.append(json.dumps({k: r[k] for k in JSONL_FIELDS if k in r}, ensure_ascii=False))
     atomic_write(out / "faces.jsonl", "".join(line + "\n" for line in lines))

@@ -83,6 +83,11 @@ def load_review(path: Path) -> set[str]:
     one reader (``curation.review.read_review_file``)."""
     from curation.review import ReviewError, read_review_file
 
+    if path.is_dir():
+        raise CurationError(
+            f"{path}: a folder, not a review file; pass review_path= the review.json exported from the review page "
+            "(or move the folder away)"
+        )
     if not path.is_file():
         return set()
     try:

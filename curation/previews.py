@@ -127,8 +127,11 @@ def write_histograms(path: Path, rows: list[dict], cfg: Any) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def write_previews(folder: Path, rows: list[dict], photo_thumbs: dict[str, list[bytes]], cfg: Any) -> dict[str, str]:
-    """Write the sheets and histograms; returns ``{name: path}`` for the report."""
+def write_previews(
+    folder: Path, rows: list[dict], photo_thumbs: dict[str, list[bytes]], cfg: Any, *, shown_as: Path | None = None
+) -> dict[str, str]:
+    """Write the sheets and histograms into ``folder``; returns ``{name: path}`` for the report, each path under
+    ``shown_as`` (the folder's documented name, ``<out>/previews``) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("rejected_*.png"):
         old.unlink()  # a reason with no faces this run must not keep last run's sheet
@@ -151,4 +154,6 @@ def write_previews(folder: Path, rows: list[dict], photo_thumbs: dict[str, list[
     if rows:
         write_histograms(folder / "histograms.png", rows, cfg)
         written["histograms"] = str(folder / "histograms.png")
+    if shown_as is not None:
+        written = {name: str(shown_as / Path(path).name) for name, path in written.items()}
     return written

@@ -156,9 +156,12 @@ def stage_upload(out_dir: str | Path, stage_dir: str | Path, *, repo_id: str) ->
     Images are embedded in the Parquet files as ``push_to_hub`` does (bytes, file names only); the report goes up
     with local paths relative to the output folder or reduced to names (``common.paths.scrub_paths``).
     """
+    from curation.generations import current_set
+
     out = Path(out_dir)
-    ds_dir = out / "dataset"
-    report_path = out / "curation_report.json"
+    set_dir = current_set(out)  # dataset and report of one generation, even while a curation run publishes another
+    ds_dir = set_dir / "dataset"
+    report_path = set_dir / "curation_report.json"
     if not ds_dir.is_dir() or not report_path.is_file():
         raise PushError(f"{out}: no dataset/ or curation_report.json; run ptt-curate ... out={out} first")
     _refuse_links(out, [ds_dir, report_path])

@@ -38,6 +38,7 @@ def build_report(
     applied_review: int,
     previews: dict,
     seconds: float,
+    with_dataset: bool = True,
 ) -> dict:
     """The ``curation_report.json`` object (contracts.md section 3)."""
     rows = detected.rows
@@ -79,7 +80,7 @@ def build_report(
         "align": cfg.align.model_dump(mode="json"),
         "split": cfg.split.model_dump(mode="json"),
         "previews": previews,
-        "dataset": str(out / "dataset") if kept else None,
+        "dataset": str(out / "dataset") if kept and with_dataset else None,
         "photo_rejects": photos.log[:1000],
         "seconds": {"detect_align": round(detected.seconds, 3), "total": round(seconds, 3)},
     }

@@ -58,6 +58,8 @@ import numpy as np
 from PIL import Image
 
 from common.fileio import atomic_replace_dir, atomic_write, iter_jsonl
+from common.lock import FolderBusyError, FolderLock
+from curation.generations import current_set
 from curation.record import FLOAT_COLUMNS, PAGE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ def read_review_file(path: str | os.PathLike) -> list[str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReviewError(f"{path}: review file not found") from None
+    except IsADirectoryError:
+        raise ReviewError(f"{path}: a folder, not a review file; give the review.json the page exported") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReviewError(f"{path}: not valid JSON ({err}); export it again from the review page") from None
     if (
@@ -127,8 +131,10 @@ def write_review_file(path: str | os.PathLike, rejected: Sequence[str]) -> Path:
 # ---------------------------------------------------------------- inputs
 
 
-def load_faces(out_dir: str | os.PathLike) -> list[Face]:
-    """Read ``OUT/faces.jsonl``; each face's crop is expected at ``OUT/faces/<face_id>.png``."""
+def load_faces(out_dir: str | os.PathLike, set_dir: Path | None = None) -> list[Face]:
+    """Read ``OUT/faces.jsonl``; each face's crop is expected at ``OUT/faces/<face_id>.png``. Both come from one
+    generation of the set (``set_dir``, default ``curation.generations.current_set``), even while a curation run
+    publishes another."""
     out_dir = Path(out_dir)
     jsonl = out_dir / "faces.jsonl"
     if not out_dir.is_dir():
@@ -140,18 +146,20 @@ def load_faces(out_dir: str | os.PathLike) -> list[Face]:
         )
     faces: list[Face] = []
     seen: set[str] = set()
+    shown, set_dir = jsonl, set_dir or current_set(out_dir)
+    jsonl = set_dir / "faces.jsonl"
 
     def bad(n: int, msg: str) -> ReviewError:
-        return ReviewError(f"{jsonl}:{n}: not valid JSON ({msg}); rerun ptt-curate to rewrite it")
+        return ReviewError(f"{shown}:{n}: not valid JSON ({msg}); rerun ptt-curate to rewrite it")
 
     for lineno, rec in iter_jsonl(jsonl, bad):
         if not isinstance(rec, dict) or not isinstance(rec.get("face_id"), str) or not rec["face_id"]:
-            raise ReviewError(f"{jsonl}:{lineno}: each line needs a string 'face_id'; rerun ptt-curate to rewrite it")
+            raise ReviewError(f"{shown}:{lineno}: each line needs a string 'face_id'; rerun ptt-curate to rewrite it")
         fid = rec["face_id"]
         if fid in seen:
-            raise ReviewError(f"{jsonl}:{lineno}: duplicate face_id {fid!r}; rerun ptt-curate to rewrite it")
+            raise ReviewError(f"{shown}:{lineno}: duplicate face_id {fid!r}; rerun ptt-curate to rewrite it")
         seen.add(fid)
-        faces.append(Face(fid, rec, out_dir / "faces" / f"{fid}.png"))
+        faces.append(Face(fid, rec, set_dir / "faces" / f"{fid}.png"))
     return faces
 
 
@@ -267,25 +275,27 @@ def write_review_page(
         raise ReviewError(f"sprites={sprites!r}: choose one of {', '.join(SPRITES_MODES)}")
     if sheet_side < 1:
         raise ReviewError(f"sheet_side={sheet_side}: must be >= 1")
-    out_dir = Path(out_dir).resolve()
+    out_dir = Path(out_dir)
     if not (out_dir / "faces.jsonl").is_file() and (out_dir / "dataset_dict.json").is_file():
         if (out_dir.parent / "faces.jsonl").is_file():  # given OUT/dataset: the faces live one level up
             log.info("review: %s is the dataset folder; using its curation output folder %s", out_dir, out_dir.parent)
-            out_dir = out_dir.parent
+            out_dir = out_dir.parent  # (before resolving: OUT/dataset is a link into OUT/.generations/)
+    out_dir = out_dir.resolve()
     page_path = Path(page_path) if page_path is not None else out_dir / PAGE_FILENAME
     page_path = page_path.resolve()
     review_path = Path(review_path) if review_path is not None else out_dir / REVIEW_FILENAME
 
-    faces = load_faces(out_dir)
+    set_dir = current_set(out_dir)  # faces, crops and report all from one generation of the set
+    faces = load_faces(out_dir, set_dir)
     known = {f.face_id for f in faces}
-    from_file = read_review_file(review_path) if review_path.is_file() else []
+    from_file = read_review_file(review_path) if review_path.exists() else []
     from_records = [f.face_id for f in faces if f.record.get("reason") == "review"]
     initial = sorted(set(from_file) | set(from_records))
     unknown = [fid for fid in from_file if fid not in known]
     if unknown:
         log.warning("review: %d ids in %s are not in faces.jsonl (kept in the export)", len(unknown), review_path)
 
-    report_path = out_dir / "curation_report.json"
+    report_path = set_dir / "curation_report.json"
     report: Any = None
     if report_path.is_file():
         try:
@@ -294,40 +304,47 @@ def write_review_page(
             log.warning("review: %s is not valid JSON (%s); page shown without it", report_path, err)
 
     # Sheets go one at a time into a temp folder beside the page (memory: one sheet); then either embedded in the
-    # page (auto: while small) or swapped in as <stem>_sprites/.
+    # page (auto: while small) or swapped in as <stem>_sprites/. A page inside OUT is written under OUT's lock,
+    # like a curation run's files: two writers would mix one page's sprites with the other's.
     sprite_dir = page_path.parent / f"{page_path.stem}_sprites"
-    with atomic_replace_dir(sprite_dir) as tmp_dir:
-        missing: list[str] = []
-        names: list[str] = []
-        total = 0
-        for i, png in enumerate(iter_sprite_sheets([f.png_path for f in faces], side=sheet_side, missing=missing)):
-            names.append(f"sheet-{i:04d}-{hashlib.sha1(png).hexdigest()[:10]}.png")  # new content, new URL
-            (tmp_dir / names[-1]).write_bytes(png)
-            total += len(png)
-        embed = sprites == "embed" or (sprites == "auto" and total <= EMBED_MAX_BYTES)
-        if embed:
-            srcs = [_data_uri((tmp_dir / name).read_bytes()) for name in names]
-        else:
-            srcs = [f"{quote(sprite_dir.name)}/{name}" for name in names]  # relative: page and folder move together
-        page_data = {
-            "version": 1,
-            "out_dir": str(out_dir),
-            "review_path": str(review_path.resolve()),
-            "page_id": _page_id([f.face_id for f in faces], initial),
-            "columns": list(PAGE_COLUMNS),
-            "rows": [
-                [_clean_value(c, f.face_id if c == "face_id" else f.record.get(c)) for c in PAGE_COLUMNS]
-                for f in faces
-            ],
-            "sheets": {"srcs": srcs, "side": sheet_side, "thumb_px": THUMB_PX, "pad_px": SPRITE_PAD_PX},
-            "missing": missing,
-            "initial_rejected": initial,
-            "report": report,
-        }
-        text = render_page(page_data, title=f"Review: {out_dir.name} ({len(faces)} faces)")
-        if embed:
-            shutil.rmtree(tmp_dir)  # no sprite folder: an earlier page's sheets go too (stale either way)
-    atomic_write(page_path, text.encode("utf-8"))
+    owned = FolderLock(out_dir) if page_path.is_relative_to(out_dir) else None
+    try:
+        with atomic_replace_dir(sprite_dir) as tmp_dir:
+            missing: list[str] = []
+            names: list[str] = []
+            total = 0
+            for i, png in enumerate(iter_sprite_sheets([f.png_path for f in faces], side=sheet_side, missing=missing)):
+                names.append(f"sheet-{i:04d}-{hashlib.sha1(png).hexdigest()[:10]}.png")  # new content, new URL
+                (tmp_dir / names[-1]).write_bytes(png)
+                total += len(png)
+            embed = sprites == "embed" or (sprites == "auto" and total <= EMBED_MAX_BYTES)
+            if embed:
+                srcs = [_data_uri((tmp_dir / name).read_bytes()) for name in names]
+            else:
+                # relative: page and folder move together
+                srcs = [f"{quote(sprite_dir.name)}/{name}" for name in names]
+            page_data = {
+                "version": 1,
+                "out_dir": str(out_dir),
+                "review_path": str(review_path.resolve()),
+                "page_id": _page_id([f.face_id for f in faces], initial),
+                "columns": list(PAGE_COLUMNS),
+                "rows": [
+                    [_clean_value(c, f.face_id if c == "face_id" else f.record.get(c)) for c in PAGE_COLUMNS]
+                    for f in faces
+                ],
+                "sheets": {"srcs": srcs, "side": sheet_side, "thumb_px": THUMB_PX, "pad_px": SPRITE_PAD_PX},
+                "missing": missing,
+                "initial_rejected": initial,
+                "report": report,
+            }
+            text = render_page(page_data, title=f"Review: {out_dir.name} ({len(faces)} faces)")
+            if embed:
+                shutil.rmtree(tmp_dir)  # no sprite folder: an earlier page's sheets go too (stale either way)
+        atomic_write(page_path, text.encode("utf-8"))
+    finally:
+        if owned is not None:
+            owned.release()
     log.info(
         "review: %d faces, %d sheets (%s, %.1f MiB) -> %s",
         len(faces),
@@ -366,7 +383,7 @@ def main_review(argv: Sequence[str] | None = None, *, prog: str = "ptt-curate re
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         page = write_review_page(args.out_dir, args.page, sprites=args.sprites)
-    except ReviewError as err:
+    except (ReviewError, FolderBusyError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(page)

@@ -1,11 +1,11 @@
 """The curated dataset folder (contracts.md section 3): its writer and its one reader, side by side.
 
-``<out>/dataset/`` is a ``datasets.DatasetDict`` saved with ``save_to_disk``, splits ``train`` and ``test``, an
-``image`` column (64x64 RGB PNGs) and the other ``curation.record.DATASET_COLUMNS`` (types and meanings in
-``curation.record.FaceRecord``). ``ptt-curate`` writes it through
-:func:`write_dataset`; every reader (the trainer's ``data.dataset_dir``, ``ptt-fid --ref``) opens it through
-:func:`read_split`, which also takes a bare ``Dataset`` folder (``save_to_disk`` of one split) and says in one
-line, as a :class:`DatasetFolderError`, what is wrong with anything else.
+``<out>/dataset/`` is a ``datasets.DatasetDict`` saved with ``save_to_disk``, splits ``train`` and ``test`` (a
+split with no faces is left out), an ``image`` column (64x64 RGB PNGs) and the other
+``curation.record.DATASET_COLUMNS`` (types and meanings in ``curation.record.FaceRecord``). ``ptt-curate`` writes
+it through :func:`write_dataset`; every reader (the trainer's ``data.dataset_dir``, ``ptt-fid --ref``) opens it
+through :func:`read_split`, which also takes a bare ``Dataset`` folder (``save_to_disk`` of one split) and says in
+one line, as a :class:`DatasetFolderError`, what is wrong with anything else.
 
 Example::
 
@@ -64,10 +64,15 @@ def open_dataset(path: str | Path):
             f"{path} does not exist; run `ptt-curate` first (it writes <out>/dataset) or point at a datasets "
             "folder written by save_to_disk"
         )
-    try:
-        obj = datasets.load_from_disk(str(path))
+    try:  # resolved once: <out>/dataset is a link through <out>/.current, which a curation run may swap meanwhile
+        obj = datasets.load_from_disk(str(path.resolve()))
     except FileNotFoundError as exc:
         raise DatasetFolderError(f"{path} is not a datasets folder (save_to_disk output): {exc}") from None
+    except IndexError:  # a split saved with no rows has no shard; datasets cannot load it
+        raise DatasetFolderError(
+            f"{path}: a split with no rows (written by an older ptt-curate, which datasets cannot load); "
+            "run ptt-curate again (it leaves an empty split out)"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a cut-short .arrow, a bad dataset_dict.json
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DatasetFolderError(
@@ -79,7 +84,8 @@ def open_dataset(path: str | Path):
 
 def write_dataset(target: Path, kept: list[FaceRecord]) -> None:
     """``kept`` records (each with its ``split``) as a ``DatasetDict`` folder of the ``DATASET_COLUMNS``:
-    ``save_to_disk`` into a temp folder beside ``target``, then swapped in (never a half-written dataset)."""
+    ``save_to_disk`` into a temp folder beside ``target``, then swapped in (never a half-written dataset). A split
+    with no faces is left out: ``datasets.load_from_disk`` cannot load an empty one."""
     import datasets
     from datasets import Dataset, DatasetDict, Features, Image, Value
 
@@ -90,6 +96,8 @@ def write_dataset(target: Path, kept: list[FaceRecord]) -> None:
     splits = {}
     for split in ("train", "test"):
         part = [r for r in kept if r["split"] == split]
+        if not part:
+            continue
         cols: dict[str, list] = {
             c: [{"bytes": r[c], "path": None} if dtype[c] == "image" else r[c] for r in part] for c in DATASET_COLUMNS
         }

@@ -64,6 +64,9 @@ def _die_with_parent(parent_pid: int) -> None:
 def _init_worker(cfg_json: str, threads: int, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+        # Ctrl-C reaches the whole process group: the parent alone answers it (one line) and stops the workers;
+        # a worker of its own would print a KeyboardInterrupt traceback per process
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     photos.forget_models()
     _TASK.clear()
     _TASK["cfg"] = CurationConfig.model_validate_json(cfg_json)
@@ -78,6 +81,13 @@ def _worker(args: tuple[str, str, dict | None]) -> dict:
         return {"sha1": sha1, "status": "no_face", "detail": f"ValueError: {exc}"}
     except cv2.error as exc:  # an image OpenCV cannot process (odd shape or depth): reject it, keep going
         return {"sha1": sha1, "status": "unreadable", "detail": f"cv2.error: {str(exc).strip().splitlines()[-1]}"}
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued photos and kill the workers (their results would be thrown away anyway)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public handle on the workers
+        proc.kill()
 
 
 def iter_results(tasks: list[tuple[str, str, dict | None]], cfg: CurationConfig, workers: int):
@@ -106,5 +116,8 @@ def iter_results(tasks: list[tuple[str, str, dict | None]], cfg: CurationConfig,
                         f"a detection worker died after {bar.n} of {len(tasks)} photos (out of memory?); "
                         "run again to resume from the cache, with fewer workers or a lower filters.max_image_pixels"
                     ) from None
+                except BaseException:  # Ctrl-C, an error downstream, the generator closed: stop now, not after
+                    _stop(pool)  # every queued photo (the pool's exit would wait for them)
+                    raise
     finally:
         bar.close()

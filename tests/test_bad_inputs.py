@@ -101,7 +101,13 @@ def w(tmp_path_factory) -> Path:
     Path(arrow(w / "ds_cut_arrow")).write_bytes(data[: len(data) // 2])
     shutil.copytree(ds, w / "ds_bad_dict")
     (w / "ds_bad_dict" / "dataset_dict.json").write_text("{not json")
-    for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict"):  # ptt-curate push reads <out>/dataset + the report
+    # a DatasetDict with a split of no rows, as ptt-curate wrote before it left empty splits out (IndexError inside
+    # datasets.load_from_disk)
+    from datasets import DatasetDict, load_from_disk
+
+    whole = load_from_disk(str(ds))
+    DatasetDict({"train": whole["train"], "test": whole["test"].select([])}).save_to_disk(str(w / "ds_empty_split"))
+    for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict", "ds_empty_split"):  # push reads <out>/dataset + report
         shutil.copytree(w / d, w / f"out_{d}" / "dataset")
         (w / f"out_{d}" / "curation_report.json").write_text("{}\n")
     (w / "gen").mkdir()
@@ -148,6 +154,9 @@ CASES = [
          "ro", mount=("ro", "ro")),
     Case("curate/disk-full", [*CURATE, "feed={w}/feed_ok.jsonl", "images={w}/images", "out={w}/full/out"],
          "disk full", mount=("full", "size=4k")),
+    # a review file that is a folder (silently ignored before)
+    Case("curate/review-is-a-folder", [*CURATE, "feed={w}/feed_ok.jsonl", "images={w}/images", "out={w}/o4",
+         "review_path={w}/gen"], "gen: a folder, not a review file", keep=["gen"]),
     Case("sample/out-is-a-file", [*SAMPLE, "--out", "{w}/a_file"], "a_file", keep=["a_file"]),
     Case("sample/out-read-only", [*SAMPLE, "--out", "{w}/ro/s"], "ro", mount=("ro", "ro")),
     Case("sample/disk-full", [*SAMPLE, "--out", "{w}/full/s"], "full", mount=("full", "size=4k")),
@@ -165,11 +174,11 @@ CASES = [
          "data.dataset_dir={w}/ds_bad_dict", "run_dir={w}/r_entry"], "ds_bad_dict", logs=True),
     # damaged datasets: train, ptt-fid, ptt-curate push (which reads its input before it looks at the Hub)
     *[Case(f"curate-push/{d}", [str(BIN / "ptt-curate"), "push", "--repo", "u/n", f"{{w}}/out_{d}"], d,
-           keep=[f"out_{d}"]) for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
+           keep=[f"out_{d}"]) for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict", "ds_empty_split")],
     *[Case(f"train/{d}", [*TRAIN, f"data.dataset_dir={{w}}/{d}", "run_dir={w}/r_" + d], d, keep=[d], logs=True)
-      for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
+      for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict", "ds_empty_split")],
     *[Case(f"fid/{d}", [*FID, "--ref", f"{{w}}/{d}:train"], d, keep=[d])
-      for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict")],
+      for d in ("ds_no_arrow", "ds_cut_arrow", "ds_bad_dict", "ds_empty_split")],
     Case("fid/out-json-in-a-file", [*FID, "--ref", "{w}/ds_ok:test", "--out-json", "{w}/a_file/fid.json"], "a_file",
          keep=["a_file"]),
     # the rest of the tools

@@ -130,7 +130,12 @@ def test_dataset_follows_the_contract(first_run):
             assert row["gender"] in ("female", "male", "unknown")
             assert len(row["phash"]) == 16 and row["published_at"].endswith("+08:00")
             assert row["image_url"].startswith("http://127.0.0.1/img/")
-    assert not [p for p in first_run.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+    from common.lock import LOCK_NAME
+    from curation.generations import CURRENT_LINK, GENERATIONS_DIR
+
+    hidden = {p.name for p in first_run.iterdir() if p.name.startswith(".")}
+    assert hidden == {LOCK_NAME, CURRENT_LINK, GENERATIONS_DIR}  # no temp folders left behind
+    assert not list((first_run / GENERATIONS_DIR).rglob(".*"))
 
 
 def test_report_counts_every_reject_by_reason(first_run):
@@ -216,6 +221,69 @@ def test_review_decisions_remove_exactly_those_faces(store, first_run, tmp_path,
     # bad review file: one-line error naming it
     (out / "review.json").write_text("{not json", encoding="utf-8")
     assert _run(store, out) == 2
+
+
+def test_review_ids_that_match_no_face_are_counted_and_a_folder_is_refused(store, first_run, tmp_path, caplog, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(first_run, out)
+    kept = sorted(f["face_id"] for f in _faces(first_run) if f["status"] == "kept")
+    review = {"version": 1, "rejected": [kept[0], "0000000000000000-0", "ffffffffffffffff-3"]}
+    (out / "review.json").write_text(json.dumps(review), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="curation"):
+        assert _run(store, out) == 0
+    warned = [r.getMessage() for r in caplog.records if "match no detected face" in r.getMessage()]
+    assert len(warned) == 1 and "2 of 3" in warned[0] and "review.json" in warned[0], warned
+    assert _report(out)["review"]["applied"] == 1
+    (out / "review.json").unlink()
+    (out / "review.json").mkdir()  # e.g. a browser's download unpacked into a folder of that name
+    capsys.readouterr()
+    assert _run(store, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "review.json: a folder, not a review file" in err[0], err
+
+
+def test_no_test_faces_gives_a_loadable_train_only_dataset(store, first_run, tmp_path, caplog):
+    """split.test_fraction=0: the dataset has a train split only (datasets cannot load an empty split), which
+    load_from_disk, the trainer's reader, ptt-fid's reader and push all open; asking for test is one line."""
+    from datasets import load_from_disk
+
+    from curation.push import stage_upload
+    from curation.store import DatasetFolderError, read_split
+
+    out = tmp_path / "out"
+    shutil.copytree(first_run, out)
+    with caplog.at_level("WARNING", logger="curation"):
+        assert _run(store, out, "split.test_fraction=0.0") == 0
+    assert any("no face in the test split" in r.getMessage() for r in caplog.records)
+    dd = load_from_disk(str(out / "dataset"))
+    assert set(dd) == {"train"} and len(dd["train"]) == _report(out)["faces"]["kept"] == 5
+    ds, split = read_split(out / "dataset", "train")
+    assert split == "train" and len(ds) == 5
+    with pytest.raises(DatasetFolderError, match="no split 'test'; it has train"):
+        read_split(out / "dataset", None, default="test")
+    stage = stage_upload(out, tmp_path / "stage", repo_id="someone/x")
+    assert sorted(p.name for p in (stage / "data").iterdir()) == ["train-00000-of-00001.parquet"]
+
+
+def test_one_face_in_the_test_split_is_refused_in_one_line(store, first_run, tmp_path, capsys):
+    """One kept face that falls in the test split would leave train empty: no dataset is written (the report says
+    so, and <out>/dataset is gone with the old set, not left over from it), one line says what to change."""
+    out = tmp_path / "out"
+    shutil.copytree(first_run, out)
+    kept = sorted(f["face_id"] for f in _faces(first_run) if f["status"] == "kept")
+    (out / "review.json").write_text(json.dumps({"version": 1, "rejected": kept[1:]}), encoding="utf-8")
+    capsys.readouterr()
+    assert _run(store, out, "split.test_fraction=0.999") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 face(s) kept, all in the test split" in err[0], err
+    assert "split.test_fraction" in err[0]
+    rep = _report(out)
+    assert rep["faces"]["kept"] == 1 and rep["dataset"] is None
+    assert not (out / "dataset").exists()
+    from curation.store import DatasetFolderError, read_split
+
+    with pytest.raises(DatasetFolderError, match="run `ptt-curate` first"):
+        read_split(out / "dataset", "train")
 
 
 def test_split_is_stable_per_face(store, first_run, tmp_path):
