@@ -26,9 +26,12 @@ generators seeded by (seed, r, k) (training/data.py), and the LR is a pure funct
 ``--resume latest`` continues exactly (model, optimizer, scaler, EMA, step and RNG are in the checkpoint); a
 change of world size, batch, accumulation or seed is logged as a warning, a checkpoint that does not fit the model
 is a one-line error, and resuming an older checkpoint sets the newer ones aside (``abandoned-checkpoint-<step>``).
-SIGTERM/SIGINT write a checkpoint and exit 0. A non-finite gradient skips the optimizer step (on the device for
-fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint
-(checked at log steps, the loop's only host-device sync).
+SIGTERM/SIGINT write a checkpoint and exit 0 (a second Ctrl-C: one line, exit 130). A periodic evaluation that
+raises checkpoints its step, then stops (exit 5) with one line naming it. The main process holds the run
+directory's lock (``<run_dir>/.ptt-lock``) for the whole run: a second trainer on it exits 2. A non-finite
+gradient skips the optimizer step (on the device for fused AdamW, no host sync) and is counted;
+``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint (checked at log steps, the loop's only
+host-device sync).
 """
 
 from __future__ import annotations
