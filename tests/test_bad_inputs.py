@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from common.lock import LOCK_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
@@ -66,7 +68,7 @@ class Case:
 def _hash_tree(path: Path) -> str:
     h = hashlib.sha1()
     for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if p.is_file():
+        if p.is_file() and p.name != LOCK_NAME:  # the lock file records its last owner, not the folder's content
             h.update(str(p.relative_to(path.parent)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
@@ -170,6 +172,12 @@ CASES = [
          mount=("full", "size=48k"), logs=True),
     Case("train/bad-meta-json", [*TRAIN, "data.dataset_dir={w}/ds_ok", "run_dir={w}/run", "--resume",
          "checkpoint-2"], "checkpoint-2/meta.json", keep=["run"], logs=True),
+    # a side the UNet cannot halve down its levels and back (the tiny UNet: 2 levels, so even sides only)
+    Case("train/resolution-not-a-multiple", [*TRAIN, "data.dataset_dir={w}/ds_ok", "run_dir={w}/r_res",
+         "data.resolution=9"], "data.resolution=9 is not a multiple of 2"),
+    Case("train/resolution-dry-run", [sys.executable, "training/train.py", "--config", "configs/train/demo.yaml",
+         "data.dataset_dir={w}/ds_ok", "data.resolution=30", "--dry-run"],
+         "data.resolution=30 is not a multiple of 4"),
     Case("ptt-train/damaged-dataset", [str(BIN / "ptt-train"), "--config", "{w}/tiny.yaml",
          "data.dataset_dir={w}/ds_bad_dict", "run_dir={w}/r_entry"], "ds_bad_dict", logs=True),
     # damaged datasets: train, ptt-fid, ptt-curate push (which reads its input before it looks at the Hub)

@@ -120,3 +120,22 @@ def test_sigterm_to_one_rank_stops_both_with_one_checkpoint(tmp_path, repo_root)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     fp = [r for r in rows if "rank_fingerprints" in r][-1]["rank_fingerprints"]
     assert len(fp) == 2 and fp[0] == fp[1]
+
+
+def test_two_processes_on_a_busy_run_dir_both_exit_with_the_owners_line(tmp_path, repo_root):
+    """The main process asks for the run directory's lock; the other rank waits for its verdict and both exit
+    with the same line (here the owner is this test process)."""
+    from common.lock import folder_lock
+
+    ds = make_dataset(tmp_path / "dataset", n=10)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run_dir = tmp_path / "run"
+    with folder_lock(run_dir):
+        proc = subprocess.run(launch_cmd(repo_root, cfg, ds, run_dir), env=two_process_env(repo_root),
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: run_dir:")]
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-3000:]  # one per rank, the same verdict
+    assert f"pid {os.getpid()} " in errors[0] and "in use by another process" in errors[0]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".ptt-lock"]  # nothing of the refused run written

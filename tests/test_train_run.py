@@ -291,6 +291,45 @@ def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
     DDPMPipeline.from_pretrained(str(run_dir / "best"))
 
 
+def test_a_failed_evaluation_checkpoints_its_step_and_resume_continues(tiny_cfg, ds16, tmp_path, caplog):
+    """A real write fault: the grid's path is a folder, so saving the step-2 grid fails (as a full disk or a
+    vanished folder would). The run checkpoints step 2 (checkpoint_every_steps is 4), stops naming the grid, and
+    --resume latest continues once the cause is gone."""
+    run_dir = tmp_path / "evalfail"
+    blocker = run_dir / "samples" / "step-2.png"
+    blocker.mkdir(parents=True)
+    with caplog.at_level(logging.ERROR):
+        rc = run(tiny_cfg, ds16, run_dir, "train.sample_every_steps=2")
+    assert rc == train_mod.EXIT_EVAL
+    summary = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(summary) == 1 and "the sample grid failed (IsADirectoryError" in summary[0], summary
+    assert "at step 2/8" in summary[0] and "--resume latest" in summary[0]
+    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-2"]
+    assert [r["step"] for r in metrics(run_dir) if "loss" in r] == [1, 2]
+    blocker.rmdir()
+    assert run(tiny_cfg, ds16, run_dir, "train.sample_every_steps=2", resume="latest") == 0
+    assert [r["step"] for r in metrics(run_dir) if "loss" in r] == list(range(1, 9))
+    assert (run_dir / "samples" / "step-2.png").is_file() is False  # step 2 is not redone: it was checkpointed
+    assert (run_dir / "samples" / "step-8.png").is_file() and (run_dir / "pipeline" / "model_index.json").is_file()
+
+
+def test_a_failed_periodic_fid_checkpoints_its_step(tiny_cfg, ds16, tmp_path, caplog):
+    """A real fault in the FID: its reference-feature cache cannot be made (a file holds its name)."""
+    run_dir = tmp_path / "fidfail"
+    run_dir.mkdir()
+    (run_dir / "fid_cache").write_text("not a folder")
+    fid = ["eval.fid_every_steps=2", "eval.fid_num_images=6", "eval.fid_steps=2", "eval.fid_extractor=substitute"]
+    with caplog.at_level(logging.ERROR):
+        assert run(tiny_cfg, ds16, run_dir, "train.max_steps=4", *fid) == train_mod.EXIT_EVAL
+    summary = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(summary) == 1 and summary[0].startswith("the periodic FID failed (") and "at step 2/4" in summary[0]
+    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-2"]
+    (run_dir / "fid_cache").unlink()
+    assert run(tiny_cfg, ds16, run_dir, "train.max_steps=4", *fid, resume="latest") == 0
+    assert [r["step"] for r in metrics(run_dir) if "fid" in r] == [4]
+    assert [r["step"] for r in metrics(run_dir) if "loss" in r] == [1, 2, 3, 4]
+
+
 def test_refine_phase_starts_from_the_base_ema_and_adds_lpips(base_run, tiny_cfg, ds16, tmp_path, caplog):
     from conftest import registry_weights
 

@@ -280,6 +280,28 @@ def test_save_checkpoint_clears_crash_leftovers_and_keeps_the_newest(tmp_path):
     assert (latest_checkpoint(tmp_path) / "config.yaml").read_text() == "a: 1\n"
 
 
+def test_a_save_removes_only_a_dead_writers_temp_folder(tmp_path):
+    """The temp folder carries its writer's pid: a save never deletes the folder a live process is writing."""
+    import subprocess
+    import sys
+
+    from training.checkpoint import save_checkpoint
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        root = tmp_path / "checkpoints"
+        theirs, gone = root / f".tmp-checkpoint-5-{live.pid}", root / f".tmp-checkpoint-5-{dead.pid}"
+        theirs.mkdir(parents=True)
+        gone.mkdir()
+        final = save_checkpoint(_OneProcess(), tmp_path, step=5, meta={}, keep=2)
+        assert final.name == "checkpoint-5" and theirs.is_dir() and not gone.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
     from training.checkpoint import latest_checkpoint, save_checkpoint, set_aside_later_checkpoints
 

@@ -5,13 +5,17 @@ Layout (contracts.md section 4): ``<run_dir>/checkpoints/checkpoint-<step>/`` ho
 objects registered for checkpointing: the EMA and :class:`RunState`), the run's ``config.yaml``, and ``meta.json``
 (step, epoch, version, the registered objects' names in order, and the world size, per-device batch, gradient
 accumulation and seed that fix the data order).
-Every rank writes into ``.tmp-checkpoint-<step>``; the main process writes ``meta.json`` last and renames the
-folder, so a crash mid-write leaves only a ``.tmp-*`` folder that :func:`latest_checkpoint` never picks (the next
-save removes it). Rotation renames a checkpoint ``.deleting-checkpoint-<step>`` before removing it, so a kill
+Every rank writes into ``.tmp-checkpoint-<step>-<pid>`` (the main process's pid); the main process writes
+``meta.json`` last and renames the folder, so a crash mid-write leaves only a ``.tmp-*`` folder that
+:func:`latest_checkpoint` never picks (the next save removes it once its pid is gone: a save never deletes a live
+writer's folder). Rotation renames a checkpoint ``.deleting-checkpoint-<step>`` before removing it, so a kill
 mid-removal never leaves a half-deleted folder that looks complete. ``--resume latest`` takes the newest checkpoint
 whose files are whole (:func:`checkpoint_problem`: meta.json parses, every safetensors file is as long as its
 header says, every torch file's zip directory is readable) and names each damaged newer one in a warning.
 Resuming from an older checkpoint renames the newer ones ``abandoned-checkpoint-<step>``.
+One trainer owns a run directory at a time: :func:`lock_run_dir` holds ``<run_dir>/.ptt-lock`` (``common.lock``)
+on the main process from before the checkpoint is resolved to the end of the run; a second trainer is refused
+with a one-line error naming the owner.
 
 Example::
 
@@ -21,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +34,15 @@ import shutil
 from pathlib import Path
 
 from common.configio import ConfigError
-from common.fileio import atomic_write_json, clean_stale_temps, disk_error_line, fsync_dir, os_error_line
+from common.fileio import (
+    atomic_write_json,
+    clean_stale_temps,
+    disk_error_line,
+    fsync_dir,
+    os_error_line,
+    pid_alive,
+)
+from common.lock import FolderBusyError, FolderLock
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +53,7 @@ __all__ = [
     "checkpoint_problem",
     "list_checkpoints",
     "latest_checkpoint",
+    "lock_run_dir",
     "resolve_checkpoint",
     "save_checkpoint",
     "read_meta",
@@ -52,6 +66,7 @@ __all__ = [
 
 CHECKPOINT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_TMP = re.compile(r"^\.tmp-checkpoint-\d+(?:-(?P<pid>\d+))?$")  # no pid: written before the name carried one
 
 
 class RunState:
@@ -211,12 +226,19 @@ def save_checkpoint(
 
     ``config_yaml`` (the resolved run config) is stored beside the state, so a checkpoint rebuilds its model alone.
     """
+    from accelerate.utils import broadcast_object_list
+
     root = Path(run_dir) / "checkpoints"
     final = root / f"checkpoint-{step}"
-    tmp = root / f".tmp-checkpoint-{step}"
+    owner = broadcast_object_list([os.getpid()])[0]  # every rank writes into the main process's folder
+    tmp = root / f".tmp-checkpoint-{step}-{owner}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in [*root.glob(".tmp-checkpoint-*"), *root.glob(".deleting-*")]:  # this step's, or a crash's
+        for stale in root.glob(".tmp-checkpoint-*"):  # a crash's (or this step's): never a live writer's
+            m = _TMP.match(stale.name)
+            if m and (m.group("pid") is None or int(m.group("pid")) == owner or not pid_alive(int(m.group("pid")))):
+                shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.glob(".deleting-*"):
             shutil.rmtree(stale, ignore_errors=True)
         clean_stale_temps(run_dir)  # an interrupted run's temporaries (config, metrics, pipeline/), if it is gone
     accelerator.wait_for_everyone()
@@ -234,6 +256,30 @@ def save_checkpoint(
         log.info("saved %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def lock_run_dir(accelerator, run_dir: str | Path, held: contextlib.ExitStack, *, if_exists: bool = False) -> bool:
+    """Collective: the main process takes ``<run_dir>/.ptt-lock`` into ``held`` (released when ``held`` closes);
+    every rank waits for its verdict. True when taken; False when ``if_exists`` and there is no folder yet (so a
+    run that cannot start leaves nothing behind); a :class:`ConfigError` on every rank when another live process
+    owns the folder (naming its pid, host and command) or the folder cannot be made."""
+    from accelerate.utils import broadcast_object_list
+
+    verdict: list = [None]  # None: taken; "": skipped; else the error line
+    if accelerator.is_main_process:
+        if if_exists and not Path(run_dir).is_dir():
+            verdict = [""]
+        else:
+            try:
+                held.enter_context(FolderLock(run_dir))
+            except FolderBusyError as exc:
+                verdict = [f"run_dir: {exc}"]
+            except OSError as exc:  # a file where the folder should be, a read-only parent, a full disk
+                verdict = [run_dir_error_line(exc, run_dir)]
+    line = broadcast_object_list(verdict)[0]
+    if line:
+        raise ConfigError(line)
+    return line is None
 
 
 def _remove_checkpoint(ckpt: Path) -> None:

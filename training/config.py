@@ -299,6 +299,18 @@ class TrainConfig(StrictModel):
         size = self.model.get("sample_size")
         if size is not None and size != self.data.resolution:
             raise ValueError(f"model.sample_size ({size}) must equal data.resolution ({self.data.resolution})")
+        # Every down block but the last halves the image (UNet2DModel), and the up path must meet the skips
+        # at the same sizes, so the side must divide by 2 ** (levels - 1); else the first forward pass fails.
+        levels = len(self.model.get("down_block_types") or ())
+        multiple = 2 ** max(levels - 1, 0)
+        if self.data.resolution % multiple:
+            res = self.data.resolution
+            near = sorted({max(multiple, res - res % multiple), res - res % multiple + multiple})
+            raise ValueError(
+                f"data.resolution={res} is not a multiple of {multiple}: the UNet halves the image "
+                f"{levels - 1} times (model.down_block_types has {levels} blocks); use "
+                f"{' or '.join(map(str, near))}, or change model.down_block_types"
+            )
         return self
 
 

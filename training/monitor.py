@@ -164,19 +164,28 @@ def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
         batch_size=e.fid_batch_size,
         scheduler="ddim",
     )
-    row = [None]
+    row, failure = [None], None
     if accelerator.is_main_process:
         ref = f"{cfg.data.dataset_dir}:{cfg.data.test_split}"
-        res = evaluate(
-            imgs,
-            ref,
-            extractor=e.fid_extractor,
-            inception_path=e.fid_inception_path,
-            cache_dir=str(Path(cfg.run_dir) / "fid_cache"),
-            device=accelerator.device,
-        )
-        scored = {
-            k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
-        }
-        row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
-    return broadcast_object_list(row)[0]
+        try:
+            res = evaluate(
+                imgs,
+                ref,
+                extractor=e.fid_extractor,
+                inception_path=e.fid_inception_path,
+                cache_dir=str(Path(cfg.run_dir) / "fid_cache"),
+                device=accelerator.device,
+            )
+        except Exception as exc:  # the other ranks wait in the broadcast below: the failure travels with it
+            failure, row = exc, [f"{type(exc).__name__}: {exc}"]
+        else:
+            scored = {
+                k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
+            }
+            row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
+    row = broadcast_object_list(row)[0]
+    if failure is not None:
+        raise failure
+    if isinstance(row, str):
+        raise RuntimeError(f"the main process's FID failed: {row}")
+    return row

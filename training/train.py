@@ -26,9 +26,12 @@ generators seeded by (seed, r, k) (training/data.py), and the LR is a pure funct
 ``--resume latest`` continues exactly (model, optimizer, scaler, EMA, step and RNG are in the checkpoint); a
 change of world size, batch, accumulation or seed is logged as a warning, a checkpoint that does not fit the model
 is a one-line error, and resuming an older checkpoint sets the newer ones aside (``abandoned-checkpoint-<step>``).
-SIGTERM/SIGINT write a checkpoint and exit 0. A non-finite gradient skips the optimizer step (on the device for
-fused AdamW, no host sync) and is counted; ``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint
-(checked at log steps, the loop's only host-device sync).
+SIGTERM/SIGINT write a checkpoint and exit 0 (a second Ctrl-C: one line, exit 130). A periodic evaluation that
+raises checkpoints its step, then stops (exit 5) with one line naming it. The main process holds the run
+directory's lock (``<run_dir>/.ptt-lock``) for the whole run: a second trainer on it exits 2. A non-finite
+gradient skips the optimizer step (on the device for fused AdamW, no host sync) and is counted;
+``train.max_nonfinite_in_row`` in a row stop the run with a checkpoint (checked at log steps, the loop's only
+host-device sync).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from training.checkpoint import (  # noqa: E402
     RunState,
     list_checkpoints,
     load_checkpoint,
+    lock_run_dir,
     resolve_checkpoint,
     run_dir_error_line,
     run_identity,
@@ -68,7 +72,7 @@ from training.step import BatchSource, StepStats, build_ema, optimizer_step, set
 
 log = logging.getLogger("ptt.train")
 
-EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_DIVERGED = 0, 2, 3, 4
+EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_DIVERGED, EXIT_EVAL, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one checkpoints): stop now, in one line
+        print("error: interrupted; --resume latest continues from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a full disk, a read-only run_dir: one line, not torch's or safetensors' traceback
         line = run_dir_error_line(exc, cfg.run_dir if cfg is not None else None)
         if line is None:
@@ -128,9 +135,14 @@ def dry_run(cfg: TrainConfig) -> int:
 
 def train(cfg: TrainConfig, *, resume: str | None = None) -> int:
     """Train ``cfg`` (resuming ``resume``: 'latest' or a checkpoint path); returns the exit code."""
+    with contextlib.ExitStack() as held:  # the run directory's lock: released however the run ends
+        return train_owned(cfg, resume, held)
+
+
+def train_owned(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack) -> int:
     from tqdm.auto import tqdm
 
-    run = setup(cfg, resume)
+    run = setup(cfg, resume, held)
     t, state, accelerator = cfg.train, run.state, run.accelerator
     stats, clock, stop = StepStats.zeros(accelerator.device), Clock(state.step), StopFlag()
     stop.install()
@@ -155,10 +167,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:
                 exit_code, reason = EXIT_NONFINITE, nonfinite_reason(run_of_bad, t.max_nonfinite_in_row)
                 break
         with clock.paused():  # evaluation and checkpoint time is left out of images_per_s
-            periodic_eval(run)
+            failed = periodic_eval(run)
             stopping = stop_agreed(run, stop)
-            if stopping or run.due(t.checkpoint_every_steps):
-                save(run)
+            if stopping or failed or run.due(t.checkpoint_every_steps):
+                save(run)  # a failed evaluation costs no training: this step is checkpointed before the stop
+        if failed:
+            exit_code, reason = EXIT_EVAL, f"{failed}; checkpointed"
+            break
         if stopping:
             reason = f"stopped by {signal.Signals(stop.signum).name if stop.signum else 'a signal on another rank'}"
             break
@@ -231,8 +246,10 @@ class Clock:
             self.t += time.perf_counter() - t0
 
 
-def setup(cfg: TrainConfig, resume: str | None) -> Run:
-    """Accelerator, run directory check, data, model, EMA, optimizer, resume, run directory, trackers, banner."""
+def setup(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack) -> Run:
+    """Accelerator, run directory lock and check, data, model, EMA, optimizer, resume, run directory, trackers,
+    banner. The run directory's lock goes into ``held``: taken before its checkpoints are read when the folder
+    exists, else just before the folder is first written (so a run that cannot start leaves nothing behind)."""
     import torch
     from accelerate.utils import set_seed
     from diffusers import UNet2DModel
@@ -253,6 +270,7 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
     if t.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    owned = lock_run_dir(accelerator, run_dir, held, if_exists=True)  # another trainer may be rotating it
     ckpt = checked_checkpoint(cfg, resume)
 
     # -- data: decoded once, kept as uint8 on the training device ----------------------------------------------
@@ -307,6 +325,8 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
 
     resume_from(run, ckpt, resume)
     # -- the run directory: written only once the data, model, LPIPS and checkpoint are known good --
+    if not owned:
+        lock_run_dir(accelerator, run_dir, held)
     if run.is_main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", run.config_yaml)
@@ -428,39 +448,62 @@ def nonfinite_reason(run_of_bad: int, limit: int) -> str:
     )
 
 
-def periodic_eval(run: Run) -> None:
+def periodic_eval(run: Run) -> str | None:
     """Collective: the periodic sample grid, held-out loss and FID from the EMA weights, on every rank's share;
-    a better FID exports the EMA weights to ``<run_dir>/best``."""
-    from accelerate.utils import broadcast_object_list
+    a better FID exports the EMA weights to ``<run_dir>/best``. Returns None, or one line naming the evaluation
+    that raised (a vanished Inception file or reference dataset, a disk error writing a grid): every rank goes on
+    through the same collectives and the ranks agree on the outcome, so the loop can checkpoint, then stop."""
+    from accelerate.utils import broadcast_object_list, gather_object
 
     from training.accel import log_image
     from training.monitor import ema_weights, evaluate_fid, heldout_loss
     from training.plots import plot_curves, save_grid
 
     accelerator, state, t, cfg = run.accelerator, run.state, run.cfg.train, run.cfg
-    if run.due(t.sample_every_steps):
-        imgs = sample_ema(run, num_images=t.sample_num_images, seed=t.seed, steps=t.sample_steps,
-                          batch_size=t.sample_batch_size, scheduler=t.sample_scheduler)  # fmt: skip
-        if run.is_main:
-            grid_png = save_grid(imgs, run.run_dir / "samples" / f"step-{state.step}.png")
-            log_image(accelerator, "samples", grid_png, step=state.step)
-    if run.test_u8 is not None and run.due(cfg.eval.heldout_every_steps):
-        with ema_weights(run.ema, accelerator.unwrap_model(run.unet), run.eval_unet) as net:
-            h = heldout_loss(accelerator, net, run.test_u8, cfg, run.alphas_cumprod)
-        accelerator.log({"heldout_loss": h}, step=state.step)
-        if run.is_main:
-            append_metrics(run.metrics_path, {"step": state.step, "heldout_loss": h})
-    if run.test_u8 is not None and run.due(cfg.eval.fid_every_steps):
-        fid_row = evaluate_fid(accelerator, cfg, partial(sample_ema, run))
-        accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
-        if run.is_main:
-            append_metrics(run.metrics_path, {"step": state.step, **fid_row})
-            curves = plot_curves(run.metrics_path, run.run_dir / "curves.png")
-            log_image(accelerator, "curves", curves, step=state.step)
-            if state.best_fid is None or fid_row["fid"] < state.best_fid:
-                state.best_fid, state.best_step = fid_row["fid"], state.step
-                export_ema(run, run.run_dir / "best", metrics={**fid_row, "step": state.step})
+    failed: list[str] = []
+    due = [run.due(t.sample_every_steps), run.test_u8 is not None and run.due(cfg.eval.heldout_every_steps),
+           run.test_u8 is not None and run.due(cfg.eval.fid_every_steps)]  # fmt: skip
+    if due[0]:
+        with evaluation(failed, "the sample grid", state.step):
+            imgs = sample_ema(run, num_images=t.sample_num_images, seed=t.seed, steps=t.sample_steps,
+                              batch_size=t.sample_batch_size, scheduler=t.sample_scheduler)  # fmt: skip
+            if run.is_main:
+                grid_png = save_grid(imgs, run.run_dir / "samples" / f"step-{state.step}.png")
+                log_image(accelerator, "samples", grid_png, step=state.step)
+    if due[1]:
+        with evaluation(failed, "the held-out loss", state.step):
+            with ema_weights(run.ema, accelerator.unwrap_model(run.unet), run.eval_unet) as net:
+                h = heldout_loss(accelerator, net, run.test_u8, cfg, run.alphas_cumprod)
+            accelerator.log({"heldout_loss": h}, step=state.step)
+            if run.is_main:
+                append_metrics(run.metrics_path, {"step": state.step, "heldout_loss": h})
+    if due[2]:
+        with evaluation(failed, "the periodic FID", state.step):
+            fid_row = evaluate_fid(accelerator, cfg, partial(sample_ema, run))
+            accelerator.log({k: v for k, v in fid_row.items() if isinstance(v, float)}, step=state.step)
+            if run.is_main:
+                append_metrics(run.metrics_path, {"step": state.step, **fid_row})
+                curves = plot_curves(run.metrics_path, run.run_dir / "curves.png")
+                log_image(accelerator, "curves", curves, step=state.step)
+                if state.best_fid is None or fid_row["fid"] < state.best_fid:
+                    state.best_fid, state.best_step = fid_row["fid"], state.step
+                    export_ema(run, run.run_dir / "best", metrics={**fid_row, "step": state.step})
         state.best_fid, state.best_step = broadcast_object_list([state.best_fid, state.best_step])
+    if accelerator.num_processes > 1 and any(due):  # the same steps on every rank: one gather agrees the outcome
+        failed = [line for line in gather_object(failed) if line]
+    return failed[0] if failed else None
+
+
+@contextlib.contextmanager
+def evaluation(failed: list[str], what: str, step: int):
+    """Run one periodic evaluation; an exception becomes a line in ``failed`` (logged with its traceback) rather
+    than the end of the run, so the steps since the last checkpoint are saved before the loop stops."""
+    try:
+        yield
+    except Exception as exc:  # any evaluation error: the run's steps matter more than the figure
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        log.debug("%s failed at step %d", what, step, exc_info=True)
+        failed.append(f"{what} failed ({type(exc).__name__}{': ' + first if first else ''})")
 
 
 def sample_ema(run: Run, **kwargs):
@@ -533,8 +576,12 @@ def finish(run: Run, exit_code: int, reason: str) -> int:
         export_ema(run, run_dir / "pipeline", metrics=latest_fid(run.metrics_path))
         run.pusher.final(run_dir / "pipeline", state.step)
     if run.is_main:
-        plot_curves(run.metrics_path, run_dir / "curves.png")
-        samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
+        failed: list[str] = []
+        with evaluation(failed, "the final plots", state.step):
+            plot_curves(run.metrics_path, run_dir / "curves.png")
+            samples_over_time(run_dir / "samples", run_dir / "samples_over_time.png")
+        if failed:
+            exit_code, reason = exit_code or EXIT_EVAL, f"{reason}; {failed[0]}"
         summary = f"{reason} at step {state.step}/{run.total_steps}; run dir {run_dir}"
         if state.best_fid is not None:
             summary += f"; best FID {state.best_fid:.2f} at step {state.best_step} ({run_dir / 'best'})"
