@@ -1,5 +1,8 @@
 """Sample quality per compute against a second peer (a proxy): lucidrains' ``denoising-diffusion-pytorch`` beside ours.
 
+Ours: the trainer's defaults (``defaults``) and the recommended recipe (``fast``: ``configs/train/fast.yaml``'s
+noise, loss and LR settings, the combination that won ``bench_quality``), both on the benchmark's small UNet.
+
 The peer is the library a course homework's ``GaussianDiffusion`` / ``sample()`` code comes from: its ``Unet``,
 ``GaussianDiffusion`` and ``Trainer``, run with **their own defaults** (pred-v objective, sigmoid betas, 1000 steps,
 Adam lr 1e-4 betas (0.9, 0.99) at a constant rate, EMA 0.995 updated every 10 steps, grad-norm clip 1, batch 16,
@@ -27,7 +30,7 @@ itself when missing; ``--no-install`` turns that off.
 
 Example::
 
-    nice -n 10 python benchmarks/bench_peers_quality.py                 # 9,600 images, 2 points: ~15 min, 2 cores
+    nice -n 10 python benchmarks/bench_peers_quality.py      # make bench: 9,600 images, 2 points (BENCHMARKS.md)
     python benchmarks/bench_peers_quality.py --images 64 --points 2 --num-images 40 --curve-steps 4 --peer-dim 8
 """
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import subprocess
 import sys
@@ -57,6 +61,8 @@ log = logging.getLogger("bench_peers_quality")
 # torchvision and tqdm, its other requirements, come from the project's environment; never install torch here).
 PEER_PACKAGES = ("denoising-diffusion-pytorch==2.3.4", "einops==0.8.2", "ema-pytorch==0.8.3", "pytorch-fid==0.3.0")
 DEFAULT_PEER_PKGS = ROOT / "bench_out" / "peer_pkgs"
+# fast.yaml's recipe, by bench_quality's variant names: x0 prediction, lr 1e-3, cosine betas, min-SNR 5, 50 warm-up
+FAST_RECIPE = ("pred_x0", "lr1e-3", "cosine", "min_snr5", "warmup50")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,23 +155,27 @@ def run_peer(ddp, *, args, image_dir: Path, scorer, steps: int, every: int) -> d
     """Train the peer checkpoint to checkpoint (timed), score its EMA model at each; returns the curve."""
     import torch
 
+    saved = args.out / "runs" / f"peer-dim{args.peer_dim}-s{args.seed}.json"
+    if args.reuse and saved.is_file():
+        r = json.loads(saved.read_text())
+        if (r["steps"], r["curve"][0]["step"], r["num_images"]) == (steps, every, args.num_images):
+            log.info("peer: reusing %s", saved)
+            return r
     torch.manual_seed(args.seed)
     unet = ddp.Unet(dim=args.peer_dim)
     diffusion = ddp.GaussianDiffusion(unet, image_size=8, sampling_timesteps=args.curve_steps)  # DDIM for scoring
     results = args.out / "peer_results"
     results.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pin_memory without a GPU
-        trainer = ddp.Trainer(
-            diffusion,
-            str(image_dir),
-            train_batch_size=16,
-            train_num_steps=steps,
-            augment_horizontal_flip=False,  # digits are not mirror-symmetric
-            calculate_fid=False,  # its Inception FID downloads weights; scored below like ours
-            save_and_sample_every=10**9,  # no periodic grids or saves (ours runs without them too)
-            results_folder=str(results),
-        )
+    trainer = ddp.Trainer(
+        diffusion,
+        str(image_dir),
+        train_batch_size=16,
+        train_num_steps=steps,
+        augment_horizontal_flip=False,  # digits are not mirror-symmetric
+        calculate_fid=False,  # its Inception FID downloads weights; scored below like ours
+        save_and_sample_every=10**9,  # no periodic grids or saves (ours runs without them too)
+        results_folder=str(results),
+    )
     curve, train_s = [], 0.0
     for target in range(every, steps + 1, every):
         trainer.train_num_steps = target
@@ -179,38 +189,47 @@ def run_peer(ddp, *, args, image_dir: Path, scorer, steps: int, every: int) -> d
         fd = scorer.fd(u8)
         curve.append({"step": target, "images_seen": target * 16, "fd": fd, "train_s": round(train_s, 1)})
         log.info("peer: step %d (%d images seen, %.0f s): FD %.3f", target, target * 16, train_s, fd)
-    return {
+    result = {
         "name": f"denoising-diffusion-pytorch (dim {args.peer_dim})",
         "params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
         "steps": steps,
+        "num_images": args.num_images,
         "train_s": round(train_s, 1),
         "curve": curve,
     }
+    write_json(saved, result)
+    return result
 
 
-def run_ours(*, args, dataset_dir: Path, scorer) -> dict:
-    """Our trainer at its defaults through ``bench_quality.run_variant``; checkpoint times pro rata."""
+def ours_recipes() -> dict[str, list[str]]:
+    """Our trainer's defaults and the recommended recipe (``configs/train/fast.yaml``'s: the combination that won
+    ``bench_quality``), as overrides built from ``bench_quality.VARIANTS``."""
+    return {"defaults": [], "fast": [o for name in FAST_RECIPE for o in bq.VARIANTS[name][1]]}
+
+
+def run_ours(name: str, *, args, dataset_dir: Path, scorer) -> dict:
+    """One of our recipes through ``bench_quality.run_variant``; checkpoint times pro rata of its training time."""
     qargs = Namespace(
         out=args.out,
-        reuse=False,
+        reuse=args.reuse,
         num_images=args.num_images,
         sample_seed=args.sample_seed,
         curve_steps=args.curve_steps,
         curve_scheduler="ddim",
-        keep_pipeline_of={"defaults"},
+        keep_pipeline_of={name},
     )
+    extra = ours_recipes()[name]
     r = bq.run_variant(
-        "defaults", [], args=qargs, dataset_dir=dataset_dir, scorer=scorer, images=args.images, points=args.points,
+        name, extra, args=qargs, dataset_dir=dataset_dir, scorer=scorer, images=args.images, points=args.points,
         seed=args.seed,
     )  # fmt: skip
     from diffusers import UNet2DModel
 
-    unet = UNet2DModel.from_pretrained(
-        str(args.out / "runs" / f"defaults-s{args.seed}" / "pipeline"), subfolder="unet"
-    )
+    unet = UNet2DModel.from_pretrained(str(args.out / "runs" / f"{name}-s{args.seed}" / "pipeline"), subfolder="unet")
     curve = [{**p, "train_s": round(r["train_s"] * p["step"] / r["steps"], 1)} for p in r["curve"]]
     return {
-        "name": "ptt-faces (defaults)",
+        "name": f"ptt-faces ({name})",
+        "overrides": extra,
         "params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
         "steps": r["steps"],
         "train_s": r["train_s"],
@@ -230,6 +249,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer-dim", type=int, default=16, help="the peer Unet's base width (it has no default)")
     p.add_argument("--peer-pkgs", type=Path, default=DEFAULT_PEER_PKGS, help="where the peer is (pip --target)")
     p.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing peer")
+    p.add_argument("--ours", nargs="+", default=["defaults", "fast"], choices=["defaults", "fast"])
+    p.add_argument("--reuse", action="store_true", help="reuse runs/*.json of an earlier run at the same settings")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p.parse_args(argv)
 
@@ -240,6 +261,7 @@ def main(argv=None) -> int:
     for noisy in bq.QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Matrix is singular")
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set")  # the peer's loader, no GPU
     ddp = import_peer(args.peer_pkgs, install=not args.no_install)
     import datasets
     import torch
@@ -260,7 +282,7 @@ def main(argv=None) -> int:
     )
     image_dir = write_png_folder(train_u8, args.out / "digits_png")
 
-    results = [run_ours(args=args, dataset_dir=dataset_dir, scorer=scorer)]
+    results = [run_ours(name, args=args, dataset_dir=dataset_dir, scorer=scorer) for name in args.ours]
     results.append(run_peer(ddp, args=args, image_dir=image_dir, scorer=scorer, steps=steps, every=every))
 
     md = table(results, floor)

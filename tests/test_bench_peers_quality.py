@@ -78,6 +78,24 @@ def test_missing_peer_without_install_is_one_error_line(tmp_path, monkeypatch):
     assert "pip install" in msg and "denoising-diffusion-pytorch==" in msg and "--no-deps" in msg
 
 
+def test_fast_recipe_is_the_fast_presets_recipe(tmp_path):
+    """The recipe the benchmark trains as ``fast`` is what configs/train/fast.yaml sets (no drift)."""
+    over = bpq.bq.variant_overrides(
+        "fast", bpq.ours_recipes()["fast"], dataset_dir=tmp_path, run_dir=tmp_path, images=960, points=2, seed=0
+    )
+    ours = bpq.bq.load_train_config(None, over)
+    preset = bpq.bq.load_train_config(ROOT / "configs" / "train" / "fast.yaml", [f"data.dataset_dir={tmp_path}"])
+    for part, key in [
+        ("noise", "prediction_type"),
+        ("noise", "beta_schedule"),
+        ("loss", "min_snr_gamma"),
+        ("optim", "lr"),
+        ("optim", "lr_warmup_steps"),
+    ]:
+        assert getattr(getattr(ours, part), key) == getattr(getattr(preset, part), key), f"{part}.{key}"
+    assert bpq.ours_recipes()["defaults"] == []
+
+
 def _peer_installed() -> bool:
     return (bpq.DEFAULT_PEER_PKGS / "denoising_diffusion_pytorch").is_dir() or (
         importlib.util.find_spec("denoising_diffusion_pytorch") is not None
@@ -107,7 +125,8 @@ def test_end_to_end_tiny_run_scores_both_trainers(tmp_path, keep_process_setting
     argv = ["--out", str(out), "--images", "64", "--points", "2", "--num-images", "40", "--curve-steps", "4"]
     assert bpq.main([*argv, "--peer-dim", "8", "--no-install"]) == 0
     info = json.loads((out / "peers_quality.json").read_text())
-    assert [r["name"] for r in info["results"]] == ["ptt-faces (defaults)", "denoising-diffusion-pytorch (dim 8)"]
+    names = ["ptt-faces (defaults)", "ptt-faces (fast)", "denoising-diffusion-pytorch (dim 8)"]
+    assert [r["name"] for r in info["results"]] == names
     for r in info["results"]:
         assert [p["images_seen"] for p in r["curve"]] == [32, 64]
         assert all(p["fd"] > info["floor"] > 0 for p in r["curve"])  # 4 steps are far from real digits
