@@ -95,7 +95,10 @@ def test_notebook_runs_top_to_bottom_and_a_second_session_resumes(tmp_path, monk
     import torch
 
     assert ns["IN_COLAB"] is False
-    assert ns["MIXED_PRECISION"] == ("no" if not torch.cuda.is_available() else ns["MIXED_PRECISION"])
+    gpu = torch.cuda.is_available()
+    assert ns["MIXED_PRECISION"] == (
+        ("bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16") if gpu else "no"
+    )
     assert "--resume latest" in first and "starting a new run" in first
     run = work / "runs" / "tiny"
     assert (run / "pipeline" / "model_index.json").is_file()
