@@ -268,6 +268,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    machine = _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__)  # the load at the start
     t_start = time.perf_counter()
     steps, every = bq.budget_steps(args.images, 16, args.points)
 
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     info = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
-        "machine": _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__),
+        "machine": machine,
         "proxy": bq.PROXY,
         "peer_packages": list(PEER_PACKAGES),
         "floor": floor,
