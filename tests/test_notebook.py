@@ -64,6 +64,10 @@ def test_notebook_is_plain_python_with_one_parameters_cell_first():
     for name in ("REPO", "INSTALL", "MOUNT_DRIVE", "WORK_DIR", "DATA", "TIME_BUDGET", "TRAIN_CONFIG", "NUM_IMAGES"):
         assert name in params, name
     assert (ROOT / params["TRAIN_CONFIG"]).is_file() and (ROOT / params["CURATION_CONFIG"]).is_file()
+    train_cells = [_code(c) for c in code if "training.train" in _code(c)]
+    assert (
+        len(train_cells) == 1 and '"latest"' in train_cells[0] and "train.time_budget={TIME_BUDGET}" in train_cells[0]
+    )
 
 
 def test_notebook_runs_top_to_bottom_and_a_second_session_resumes(tmp_path, monkeypatch, capsys):
