@@ -78,6 +78,22 @@ def test_missing_peer_without_install_is_one_error_line(tmp_path, monkeypatch):
     assert "pip install" in msg and "denoising-diffusion-pytorch==" in msg and "--no-deps" in msg
 
 
+def test_pip_that_cannot_reach_the_registry_is_one_error_line(tmp_path, monkeypatch):
+    """The automatic install, with pip kept off every index (as offline): one ``error:`` line with the command."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "peer_pkgs" not in p])
+    monkeypatch.delitem(sys.modules, "denoising_diffusion_pytorch", raising=False)
+    if importlib.util.find_spec("denoising_diffusion_pytorch") is not None:
+        pytest.skip("the peer is installed in this environment itself")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no_wheels"))
+    with pytest.raises(SystemExit) as exc:
+        bpq.import_peer(tmp_path / "pkgs", install=True)
+    msg = str(exc.value)
+    assert msg.startswith("error: pip could not install the peer into") and "\n" not in msg
+    assert "pip install --disable-pip-version-check -q --no-deps --target" in msg
+    assert not (tmp_path / "pkgs" / "denoising_diffusion_pytorch").exists()
+
+
 def test_fast_recipe_is_the_fast_presets_recipe(tmp_path):
     """The recipe the benchmark trains as ``fast`` is what configs/train/fast.yaml sets (no drift)."""
     over = bpq.bq.variant_overrides(
