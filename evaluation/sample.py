@@ -1,22 +1,27 @@
 """Sampling from an exported DDPM pipeline with diffusers' schedulers; one seed per image.
 
 Image *i* (0-based, written as ``f"{i + 1:05d}.png"``) depends only on ``seed + i``: its initial noise and, for
-stochastic samplers (DDPM, DDIM with eta > 0), every step's noise come from its own ``torch.Generator`` on the CPU.
-So image *i* is the same whatever the batch size, the number of processes or an interrupted-and-resumed run.
+stochastic samplers (DDPM, the SDE DPM-Solver++ variants), every step's noise come from its own
+``torch.Generator`` on the CPU (``step(..., generator=[one per image])``: diffusers' ``randn_tensor`` draws row i
+from generator i). So image *i* is the same whatever the batch size, the number of processes or an
+interrupted-and-resumed run. The scheduler's state stays float32 whatever the UNet's dtype (``step`` would cast
+it to the model output's dtype, rounding the state at every step in bf16).
 
 Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...`` 64x64 (the UNet's
 ``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
-model, sampler, steps, seed and dtype; a rerun with other settings into the same folder is refused so runs never
-mix, and a rerun with the same settings skips images already written (whole PNGs of the right size; a damaged or
-foreign ``NNNNN.png`` is written again, with a warning).
+model, sampler, steps, UNet evaluations per image, seed and dtype; a rerun with other settings into the same folder
+is refused so runs never mix, and a rerun with the same settings skips images already written (whole PNGs of the
+right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning).
 
-Samplers (``--scheduler``), each built from the pipeline's own ``scheduler/scheduler_config.json``:
-``ddpm`` (DDPMScheduler, ancestral, 1000 steps as trained), ``ddim`` (DDIMScheduler, eta 0),
-``dpmsolver++`` (DPMSolverMultistepScheduler, algorithm ``dpmsolver++``), ``unipc`` (UniPCMultistepScheduler).
+Samplers (``--scheduler``, :data:`SAMPLERS`): a diffusers scheduler class with named settings, built on the model's
+noise schedule (:data:`TRAINING_KEYS` of the pipeline's ``scheduler/scheduler_config.json``). The default,
+:data:`DEFAULT_SAMPLER`, is the one the sampler benchmark picked (BENCHMARKS.md, "Fast samplers"); ``ddpm`` with
+1000 steps is the reference it was measured against.
 
 Example (CLI; several processes split the images, rank r writes every index i with i % world_size == r)::
 
-    ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/ --scheduler ddim --steps 50
+    ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/              # the default sampler
+    ptt-sample --model runs/demo/pipeline --num-images 1000 --out ref/ --scheduler ddpm --steps 1000
     accelerate launch -m evaluation.sample --model USER/ptt-faces --num-images 10000 --out s/ --dtype bf16
 
 Example (library; what the trainer calls)::
@@ -40,6 +45,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,20 +53,108 @@ import numpy as np
 from common.fileio import atomic_write, atomic_write_png, clean_stale_temps, disk_error_line, os_error_line
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "SAMPLERS",
     "SCHEDULERS",
+    "Sampler",
     "SampleError",
     "build_scheduler",
     "generate",
     "generate_seeds",
     "image_grid",
     "main",
+    "num_evaluations",
+    "steps_for_evaluations",
     "write_samples",
 ]
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 20, "unipc": 20}
+# The noise schedule a model was trained with (and its x0 clipping): the only keys a sampler takes from a
+# pipeline's scheduler config.
+# Everything else (solver order, spacing, clipping, ...) belongs to the sampler, so a pipeline exported with one
+# sampler's scheduler still builds every other sampler exactly as named here.
+TRAINING_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+    "clip_sample",  # the trainer's noise.clip_sample (DDPM and DDIM clip the predicted x0 to [-1, 1] with it)
+    "clip_sample_range",
+)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A diffusers scheduler class and the settings it runs with (on top of the model's noise schedule)."""
+
+    scheduler_class: str
+    options: dict = field(default_factory=dict)
+    default_steps: int = 50
+    about: str = ""
+    # Whether diffusers' DDPMPipeline runs it as-is: that pipeline neither scales the model input nor multiplies
+    # the first noise by init_noise_sigma, and looks the first step up by timestep value.
+    for_ddpm_pipeline: bool = True
+
+
+# Clip the predicted x0 to [-1, 1] as DDPM and DDIM do (clip_sample): dynamic thresholding with a maximum of 1.0
+# is that clipping. lambda_min_clipped: the cosine schedule's log-SNR near t = 1000 is numerically unusable
+# (diffusers PR #3314; its tests use -5.1); it leaves the linear schedule's steps as they are.
+_DPM_FIXES = {"thresholding": True, "sample_max_value": 1.0, "lambda_min_clipped": -5.1}
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler("DDPMScheduler", {}, 1000, "ancestral, as trained; stochastic"),
+    "ddim": Sampler("DDIMScheduler", {}, 50, "eta 0, leading spacing (diffusers' default)"),
+    "ddim_trailing": Sampler("DDIMScheduler", {"timestep_spacing": "trailing"}, 50, "eta 0, trailing spacing"),
+    "dpmsolver++": Sampler(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, 20, "diffusers' defaults (order 2)"
+    ),
+    "dpm2": Sampler(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", **_DPM_FIXES}, 20, "order 2, x0 clipped"
+    ),
+    "dpm3": Sampler(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 3, **_DPM_FIXES},
+        20,
+        "order 3, x0 clipped",
+    ),
+    "dpm2_sde": Sampler(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", **_DPM_FIXES},
+        20,
+        "SDE DPM-Solver++ order 2, x0 clipped; stochastic",
+    ),
+    "dpm2_sde_karras": Sampler(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True, **_DPM_FIXES},
+        20,
+        "SDE DPM-Solver++ order 2 on Karras et al.'s sigma spacing, x0 clipped; stochastic",
+        for_ddpm_pipeline=False,  # on the cosine schedule several first steps share t = 998
+    ),
+    "unipc": Sampler("UniPCMultistepScheduler", {}, 20, "diffusers' defaults (order 2)"),
+    "unipc3": Sampler(
+        "UniPCMultistepScheduler",
+        {"solver_order": 3, "thresholding": True, "sample_max_value": 1.0, "timestep_spacing": "trailing"},
+        20,
+        "order 3, x0 clipped, trailing spacing",
+    ),
+    "heun_karras": Sampler(
+        "HeunDiscreteScheduler",
+        {"use_karras_sigmas": True},
+        10,
+        "Karras et al.'s 2nd-order Heun (two UNet evaluations a step)",
+        for_ddpm_pipeline=False,  # needs scale_model_input and init_noise_sigma
+    ),
+}
+SCHEDULERS = tuple(SAMPLERS)
+# ptt-sample's default, the trainer's grids and periodic FID, and the exported pipeline's scheduler/: the cheapest
+# sampler within 5% of 1000-step DDPM's FD on all three models of the sampler benchmark (BENCHMARKS.md, "Fast
+# samplers"; a proxy FD on 8x8 digits, not a face FID), at its default_steps.
+DEFAULT_SAMPLER = "dpm2_sde"
+DEFAULT_STEPS = {name: s.default_steps for name, s in SAMPLERS.items()}
 _IMAGE_NAME_RE = re.compile(r"^(\d{5,})\.png$")
 
 
@@ -69,19 +163,32 @@ class SampleError(RuntimeError):
 
 
 def build_scheduler(name: str, scheduler_config: dict):
-    """A fresh diffusers scheduler of kind ``name`` from a pipeline's scheduler config (a dict)."""
+    """A fresh diffusers scheduler for sampler ``name``: the model's noise schedule (:data:`TRAINING_KEYS` of a
+    pipeline's scheduler config) with the sampler's own settings."""
     import diffusers
 
-    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
-    if name == "ddpm":
-        return diffusers.DDPMScheduler.from_config(config)
-    if name == "ddim":
-        return diffusers.DDIMScheduler.from_config(config)
-    if name == "dpmsolver++":
-        return diffusers.DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
-    if name == "unipc":
-        return diffusers.UniPCMultistepScheduler.from_config(config)
-    raise SampleError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if name not in SAMPLERS:
+        raise SampleError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    spec = SAMPLERS[name]
+    cls = getattr(diffusers, spec.scheduler_class)
+    accepted = inspect.signature(cls.__init__).parameters  # e.g. DPM-Solver has no clip_sample (it thresholds)
+    config = {k: v for k, v in dict(scheduler_config).items() if k in TRAINING_KEYS and k in accepted}
+    return cls.from_config({**config, **spec.options})
+
+
+def num_evaluations(name: str, scheduler_config: dict, steps: int) -> int:
+    """UNet evaluations per image for ``steps`` steps of sampler ``name`` (Heun: two a step, one on the last)."""
+    sched = build_scheduler(name, scheduler_config)
+    sched.set_timesteps(int(steps))
+    return len(sched.timesteps)
+
+
+def steps_for_evaluations(name: str, scheduler_config: dict, evaluations: int) -> int:
+    """The most steps of sampler ``name`` that cost at most ``evaluations`` UNet evaluations per image (>= 1)."""
+    steps = max(1, int(evaluations))
+    while steps > 1 and num_evaluations(name, scheduler_config, steps) > evaluations:
+        steps -= 1
+    return steps
 
 
 def _dtype(dtype):
@@ -114,7 +221,7 @@ def generate_seeds(
     seeds: Sequence[int],
     *,
     steps: int,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
 ):
@@ -129,6 +236,10 @@ def generate_seeds(
     dtype = _dtype(dtype)
     sched = build_scheduler(scheduler, scheduler_config)
     sched.set_timesteps(int(steps), device=device)
+    if hasattr(sched, "set_begin_index"):
+        # start at step 0 even when a timestep repeats (Karras sigmas on the cosine schedule map several of the
+        # largest sigmas to t = 999; the lookup by value would start at the repeat and run off the end)
+        sched.set_begin_index(0)
     c, h, w = _sample_shape(unet)
     # One CPU generator per image: its initial noise, then its per-step noise (DDPM), in this order.
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
@@ -162,7 +273,7 @@ def generate(
     seed: int,
     batch_size: int,
     steps: int,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
     start_index: int = 0,
@@ -256,7 +367,7 @@ def write_samples(
     seed: int = 0,
     batch_size: int = 64,
     steps: int | None = None,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
     rank: int = 0,
@@ -284,6 +395,7 @@ def write_samples(
         "model": model_name,
         "scheduler": scheduler,
         "steps": steps,
+        "evaluations": num_evaluations(scheduler, scheduler_config, steps),  # UNet evaluations per image
         "seed": seed,
         "dtype": dtype_name,
         "num_images": num_images,
@@ -338,10 +450,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="exported pipeline folder (<run_dir>/pipeline) or Hub id USER/NAME")
     p.add_argument("--num-images", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder (reruns skip images already there)")
-    # DDPM, as trained: on the quality benchmark no faster sampler came within 10% of DDPM-1000's FD (BENCHMARKS.md
-    # section 5: DDIM 50 +47%, DPM-Solver++/UniPC 20 about +100%); pass --scheduler ddim for a 20x cheaper run.
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: ddpm 1000, ddim 50, others 20)")
+    # The default matched 1000-step DDPM's FD on the sampler benchmark at a fraction of its UNet evaluations
+    # (BENCHMARKS.md, "Fast samplers"); --scheduler ddpm --steps 1000 is the slow reference.
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SAMPLER)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampler steps (default per sampler: "
+        + ", ".join(f"{n} {k}" for n, k in DEFAULT_STEPS.items())
+        + "; heun_karras costs two UNet evaluations a step)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="image i (1-based file) uses seed + i - 1")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="UNet precision (GPU)")
@@ -395,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0
     print(
         f"ptt-sample: rank {summary['rank']}/{summary['world_size']}: wrote {summary['written']}, skipped "
-        f"{summary['skipped']} existing, {rate:.2f} img/s, {summary['scheduler']} {summary['steps']} steps -> "
-        f"{summary['out']}"
+        f"{summary['skipped']} existing, {rate:.2f} img/s, {summary['scheduler']} {summary['steps']} steps "
+        f"({summary['evaluations']} UNet evaluations per image) -> {summary['out']}"
     )
     return 0
 

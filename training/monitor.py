@@ -139,7 +139,7 @@ def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
         seed=cfg.train.seed + 1_000_000,
         steps=e.fid_steps,
         batch_size=e.fid_batch_size,
-        scheduler="ddim",
+        scheduler=e.fid_scheduler,
     )
     row = [None]
     if accelerator.is_main_process:
@@ -155,5 +155,5 @@ def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
         scored = {
             k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
         }
-        row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
+        row = [{**scored, "scheduler": e.fid_scheduler, "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
     return broadcast_object_list(row)[0]
