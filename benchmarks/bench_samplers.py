@@ -176,28 +176,61 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float((ra * rb).sum() / math.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
-def rank_check(out: Path, scorer, default: dict, *, args) -> dict:
-    """FD of every checkpoint of the x0 run with DDPM-1000 and with the default; Spearman rank correlation."""
+def _sweep_row(args, model: str, sampler: str, steps: int) -> dict | None:
+    """The sweep's row for (model, sampler, steps) if ``rows-<model>.json`` holds it for these images and seeds."""
+    cache = args.out / f"rows-{model}.json"
+    if not cache.is_file():
+        return None
+    saved = json.loads(cache.read_text())
+    if saved.get("key") != {"num_images": args.num_images, "sample_seed": args.sample_seed}:
+        return None
+    return next((r for r in saved["rows"] if r["sampler"] == sampler and r["steps"] == steps), None)
+
+
+def rank_check(out: Path, scorer, default: dict | None, *, args) -> dict | None:
+    """FD of every checkpoint of the x0 run with DDPM-1000 and with the default; Spearman rank correlation.
+
+    DDPM rows are cached per checkpoint in ``rank.json`` (``default=None`` scores only those, so they can run
+    while the sweep does); the sweep's own rows stand in for the checkpoints it scored (x0, x0_early) when
+    ``--rank-images`` equals ``--num-images``."""
     cache = args.out / "rank.json"
-    key = {"sampler": default["sampler"], "steps": default["steps"], "num_images": args.rank_images}
-    if args.reuse and cache.is_file() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())
+    key = {"num_images": args.rank_images, "sample_seed": args.sample_seed, "ddpm_steps": args.ddpm_steps}
+    saved = json.loads(cache.read_text()) if cache.is_file() else {}
+    points = {p["step"]: p for p in saved.get("points", [])} if saved.get("key") == key else {}
     sched_cfg = scheduler_config(out, "x0")
     rank_args = argparse.Namespace(**{**vars(args), "num_images": args.rank_images})
-    points = []
+    steps = sorted(int(p.name.split("-")[1]) for p in (out / "runs" / "x0" / "checkpoints").glob("checkpoint-*"))
+    early = min(steps, key=lambda s: abs(s - max(steps) / 3))
+    same = args.rank_images == args.num_images
+    tag = f"{default['sampler']} {default['steps']}" if default else None
     for step, unet in bq._checkpoint_unets(out / "runs" / "x0"):
-        ref = score(unet, sched_cfg, scorer, sampler="ddpm", steps=args.ddpm_steps, args=rank_args)
-        fast = score(unet, sched_cfg, scorer, sampler=default["sampler"], steps=default["steps"], args=rank_args)
-        points.append({"step": step, "ddpm_fd": ref["fd"], "default_fd": fast["fd"]})
-        log.info("rank check step %d: DDPM-%d %.3f, %s %.3f", step, args.ddpm_steps, ref["fd"],
-                 default["sampler"], fast["fd"])  # fmt: skip
-    result = {
+        point = points.setdefault(step, {"step": step})
+        if point.get("default") != tag:  # scored with another default (or none yet)
+            point.pop("default_fd", None)
+        model = {max(steps): "x0", early: "x0_early"}.get(step) if same else None
+        wanted = [("ddpm_fd", "ddpm", args.ddpm_steps)]
+        if default is not None:
+            wanted.append(("default_fd", default["sampler"], default["steps"]))
+        for field, sampler, n in wanted:
+            if point.get(field) is not None:
+                continue
+            row = _sweep_row(args, model, sampler, n) if model else None
+            if row is None and model and default is None:
+                continue  # the sweep scores this checkpoint itself
+            row = row or score(unet, sched_cfg, scorer, sampler=sampler, steps=n, args=rank_args)
+            point[field] = row["fd"]
+            if field == "default_fd":
+                point["default"] = tag
+            log.info("rank check step %d: %s %d steps FD %.3f", step, sampler, n, row["fd"])
+            write_json(cache, {"key": key, "points": sorted(points.values(), key=lambda p: p["step"])})
+    pts = sorted(points.values(), key=lambda p: p["step"])
+    if default is None:
+        return None
+    return {
         "key": key,
-        "points": points,
-        "spearman": spearman([p["ddpm_fd"] for p in points], [p["default_fd"] for p in points]),
+        "points": pts,
+        "spearman": spearman([p["ddpm_fd"] for p in pts], [p["default_fd"] for p in pts]),
     }
-    write_json(cache, result)
-    return result
 
 
 def throughput(unet, sched_cfg: dict, default: dict, *, args) -> list[dict]:
@@ -319,7 +352,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--points", type=int, default=6, help="checkpoints per run (the rank check scores them)")
     p.add_argument("--test-images", type=int, default=500, help="held-out digits (the real-data floor)")
     p.add_argument("--num-images", type=int, default=1000, help="generated images per FD")
-    p.add_argument("--rank-images", type=int, default=500, help="generated images per FD in the rank check")
+    p.add_argument("--rank-images", type=int, default=None, help="images per FD in the rank check (--num-images)")
     p.add_argument("--speed-images", type=int, default=64, help="DDPM-1000 images timed (the default: 10x as many)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--samplers", nargs="+", default=[s for s in SCHEDULERS if s != "ddpm"])
@@ -328,10 +361,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=10_000)
     p.add_argument("--models", nargs="+", default=["x0", "x0_early", "eps"], help="sweep only these (two processes)")
     p.add_argument("--train-only", action="store_true")
+    p.add_argument("--rank-ddpm-only", action="store_true", help="score the x0 run's checkpoints with DDPM only")
     p.add_argument("--no-rank", action="store_true")
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--reuse", action="store_true", help="reuse trained runs and scored rows under --out")
     args = p.parse_args(argv)
+    args.rank_images = args.rank_images or args.num_images
     unknown = [s for s in args.samplers if s not in SCHEDULERS]
     if unknown:
         p.error(f"unknown sampler {unknown[0]!r}; choose from {', '.join(SCHEDULERS)}")
@@ -364,9 +399,13 @@ def main(argv=None) -> int:
     test_u8 = load_images(str(dataset_dir), split="test", resolution=8)
     net = bq.train_feature_net(train_u8, datasets.load_from_disk(str(dataset_dir))["train"]["label"])
     scorer = bq.Scorer(net, train_u8)
+    test_u8 = test_u8[: args.num_images]  # the floor at the generated images' count (FD's bias depends on it)
     floor = scorer.fd(test_u8)
-    print(f"{bq.PROXY}\nreal-data floor: FD {floor:.3f}", flush=True)
+    print(f"{bq.PROXY}\nreal-data floor ({len(test_u8)} held-out digits): FD {floor:.3f}", flush=True)
 
+    if args.rank_ddpm_only:  # the rank check's DDPM-1000 half, which needs no default: run beside the sweep
+        rank_check(args.out, scorer, None, args=args)
+        return 0
     models, steps_info = load_models(args.out)
     rows = []
     for name, unet in models.items():
