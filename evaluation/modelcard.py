@@ -164,7 +164,7 @@ def card_data(
 
 def sampler_note() -> list[str]:
     """How to sample: the scheduler saved in ``scheduler/`` (the toolkit's default sampler) and its step count."""
-    from evaluation.sample import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
     spec, steps = SAMPLERS[DEFAULT_SAMPLER], DEFAULT_STEPS[DEFAULT_SAMPLER]
     options = ", ".join(f"`{k}={v!r}`" for k, v in spec.options.items())

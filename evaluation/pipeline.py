@@ -59,7 +59,7 @@ def export_pipeline(
     from diffusers import DDPMPipeline
 
     from evaluation.modelcard import write_model_card
-    from evaluation.sample import DEFAULT_SAMPLER, build_scheduler
+    from evaluation.samplers import DEFAULT_SAMPLER, build_scheduler
 
     out_dir = Path(out_dir)
     with atomic_replace_dir(out_dir) as tmp:

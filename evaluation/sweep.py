@@ -54,7 +54,8 @@ def sweep(
     step count in ``steps`` (``ddpm`` with a step count of 1000 is the reference the project compares against)."""
     if not steps or min(steps) < 1:
         raise FidError(f"--steps {','.join(map(str, steps))}: give sampler step counts of at least 1, e.g. 10,20,50")
-    from evaluation.sample import SCHEDULERS, generate, num_evaluations
+    from evaluation.sample import generate
+    from evaluation.samplers import SCHEDULERS, num_evaluations
 
     schedulers = [scheduler] if isinstance(scheduler, str) else list(scheduler)
     unknown = [s for s in schedulers if s not in SCHEDULERS]

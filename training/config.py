@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 from common.hub import is_repo_id
-from evaluation.sample import DEFAULT_SAMPLER, DEFAULT_STEPS, SCHEDULERS
+from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SCHEDULERS
 
 __all__ = ["TrainConfig", "load_train_config", "resolve_mixed_precision", "unet_kwargs", "DEFAULT_UNET"]
 
