@@ -57,7 +57,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler",
         default=DEFAULT_SAMPLER,
-        help=f"comma-separated samplers, each run at every --steps (from: {', '.join(SCHEDULERS)})",
+        help=f"comma-separated samplers, each at every --steps, or NAME:N at N steps only, e.g. ddpm:1000 "
+        f"(from: {', '.join(SCHEDULERS)})",
     )
     p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated step counts")
     p.add_argument("--num-images", type=int, default=1000)

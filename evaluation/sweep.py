@@ -29,7 +29,24 @@ from evaluation.fid import FidError, evaluate, format_result, write_output
 
 log = logging.getLogger(__name__)
 
-__all__ = ["sweep"]
+__all__ = ["sampler_steps", "sweep"]
+
+
+def sampler_steps(schedulers: list[str], steps: list[int]) -> list[tuple[str, int]]:
+    """(sampler, steps) pairs: ``name`` at every count in ``steps``, ``name:N`` at N only; FidError names a bad one."""
+    from evaluation.samplers import SCHEDULERS
+
+    if not schedulers:
+        raise FidError(f"--scheduler: name at least one sampler (from: {', '.join(SCHEDULERS)})")
+    pairs = []
+    for entry in schedulers:
+        name, _, own = entry.partition(":")
+        if name not in SCHEDULERS:
+            raise FidError(f"--scheduler {entry}: unknown sampler {name!r}; choose from {', '.join(SCHEDULERS)}")
+        if own and not (own.isdigit() and int(own) >= 1):
+            raise FidError(f"--scheduler {entry}: the steps after ':' must be a whole number >= 1, e.g. ddpm:1000")
+        pairs += [(name, int(own))] if own else [(name, n) for n in steps]
+    return pairs
 
 
 def sweep(
@@ -50,20 +67,14 @@ def sweep(
 ) -> list[dict]:
     """FID for every (sampler, steps) pair: writes sweep.csv, sweep.md and sweep.png into ``out``; returns the rows.
 
-    ``scheduler``: one sampler name or a list of them (:data:`evaluation.sample.SCHEDULERS`); each runs at every
-    step count in ``steps`` (``ddpm`` with a step count of 1000 is the reference the project compares against)."""
+    ``scheduler``: one sampler name or a list of them (:data:`evaluation.samplers.SCHEDULERS`); each runs at every
+    step count in ``steps``, or at its own with ``name:N`` (``ddpm:1000``, the reference, beside fast samplers)."""
     if not steps or min(steps) < 1:
         raise FidError(f"--steps {','.join(map(str, steps))}: give sampler step counts of at least 1, e.g. 10,20,50")
     from evaluation.sample import generate
-    from evaluation.samplers import SCHEDULERS, num_evaluations
+    from evaluation.samplers import num_evaluations
 
-    schedulers = [scheduler] if isinstance(scheduler, str) else list(scheduler)
-    unknown = [s for s in schedulers if s not in SCHEDULERS]
-    if not schedulers or unknown:
-        raise FidError(
-            f"--scheduler {','.join(schedulers)}: unknown sampler {unknown[0] if unknown else '(none)'!r}; "
-            f"choose from {', '.join(SCHEDULERS)}"
-        )
+    pairs = sampler_steps([scheduler] if isinstance(scheduler, str) else list(scheduler), steps)
     import torch
 
     from evaluation.features import build_extractor
@@ -73,7 +84,7 @@ def sweep(
     fn = build_extractor(extractor, inception_path=inception_path, device=device)
     unet, sched_cfg, source = load_pipeline(model, device=device)
     rows = []
-    for scheduler, s in [(name, n) for name in schedulers for n in steps]:
+    for scheduler, s in pairs:
         generate(
             unet,
             sched_cfg,
@@ -154,6 +165,8 @@ def _write_sweep(out: Path, rows: list[dict]) -> None:
             (r["evaluations"], r["sec_per_image"], r["fid"], r["steps"]) for r in rows if r["scheduler"] == name
         )
         evals, secs, fids, steps = zip(*pts, strict=True)
+        if len(pts) == 1:  # one step count (e.g. ddpm:1000): a reference line across the fast samplers
+            ax1.axhline(fids[0], ls="--", lw=1, color="k", label=f"{name} {steps[0]}")
         ax1.plot(evals, fids, "o-", label=name)
         ax2.plot(secs, fids, "o-", label=name)
         for x, y, n in zip(secs, fids, steps, strict=True):

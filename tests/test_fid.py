@@ -303,25 +303,29 @@ def test_sweep_compares_samplers_in_one_table_and_plot(tmp_path, dataset_dir, ca
     pipe = tmp_path / "pipeline"
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(pipe), safe_serialization=True)
     out = tmp_path / "sweep"
-    rc = main(["sweep", "--model", str(pipe), "--ref", f"{dataset_dir}:test", "--scheduler", "ddim,heun_karras",
+    rc = main(["sweep", "--model", str(pipe), "--ref", f"{dataset_dir}:test", "--scheduler", "ddim,heun_karras,ddpm:4",
                "--steps", "2,3", "--num-images", "4", "--batch-size", "4", "--substitute", "--out", str(out),
                "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     with (out / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
     got = [(r["scheduler"], r["steps"], r["evaluations"]) for r in rows]
-    assert got == [("ddim", "2", "2"), ("ddim", "3", "3"), ("heun_karras", "2", "3"), ("heun_karras", "3", "5")]
+    assert got == [("ddim", "2", "2"), ("ddim", "3", "3"), ("heun_karras", "2", "3"), ("heun_karras", "3", "5"),
+                   ("ddpm", "4", "4")]  # fmt: skip
     md = (out / "sweep.md").read_text()
-    assert "| heun_karras | 3 | 5 |" in md and "| ddim | 2 | 2 |" in md
+    assert "| heun_karras | 3 | 5 |" in md and "| ddim | 2 | 2 |" in md and "| ddpm | 4 | 4 |" in md
     with Image.open(out / "sweep.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
 
 
-def test_sweep_unknown_sampler_is_a_one_line_error(tmp_path, dataset_dir, capsys):
-    rc = main(["sweep", "--model", str(tmp_path / "nomodel"), "--ref", str(dataset_dir), "--scheduler", "ddim,dpm9",
+@pytest.mark.parametrize(
+    ("samplers", "wanted"), [("ddim,dpm9", "'dpm9'"), ("ddpm:0", "whole number"), (",", "at least one")]
+)
+def test_sweep_bad_sampler_is_a_one_line_error(tmp_path, dataset_dir, capsys, samplers, wanted):
+    rc = main(["sweep", "--model", str(tmp_path / "nomodel"), "--ref", str(dataset_dir), "--scheduler", samplers,
                "--substitute", "--out", str(tmp_path / "sw")])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and "Traceback" not in err and "'dpm9'" in err and "dpm2_sde" in err
+    assert rc == 2 and "Traceback" not in err and "--scheduler" in err and wanted in err and err.count("\n") == 1
     assert not (tmp_path / "sw").exists()
 
 
