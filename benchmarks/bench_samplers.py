@@ -140,6 +140,8 @@ def sweep_model(name: str, unet, sched_cfg: dict, scorer, *, args) -> list[dict]
                  row["fd"], row["sample_s"])  # fmt: skip
         write_json(cache, {"key": key, "rows": rows})  # resumable: a cut-off sweep keeps what it scored
     wanted = set(dict.fromkeys(todo))
+    for r in rows:  # the reference: DDPM at its full step count (DDPM at 10-50 steps is a candidate like any)
+        r["reference"] = (r["sampler"], r["steps"]) == ("ddpm", args.ddpm_steps)
     return [r for r in rows if (r["sampler"], r["steps"]) in wanted]
 
 
@@ -148,10 +150,10 @@ def pick_default(rows: list[dict], *, tol: float = 0.05, max_evaluations: int = 
     ``max_evaluations`` per image; if none is, the one with the smallest worst-model ratio. Returns
     {"sampler", "steps", "evaluations", "worst_ratio", "met"}."""
     models = sorted({r["model"] for r in rows})
-    ref = {m: next(r["fd"] for r in rows if r["model"] == m and r["sampler"] == "ddpm") for m in models}
+    ref = {m: next(r["fd"] for r in rows if r["model"] == m and r["reference"]) for m in models}
     cands = {}
     for r in rows:
-        if r["sampler"] == "ddpm" or r["evaluations"] > max_evaluations:
+        if r["reference"] or r["evaluations"] > max_evaluations:
             continue
         cands.setdefault((r["sampler"], r["steps"]), {})[r["model"]] = r
     scored = []
@@ -262,7 +264,7 @@ def tables(rows: list[dict], floor: float, default: dict, rank: dict | None, spe
     """The markdown: one FD table per model (cells: FD and its ratio to that model's DDPM), the default, the rank
     check and the images/s."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    ref = {m: next(r for r in rows if r["model"] == m and r["sampler"] == "ddpm") for m in models}
+    ref = {m: next(r for r in rows if r["model"] == m and r["reference"]) for m in models}
     n_ref = ref[models[0]]["steps"]
     lines = [
         f"_{bq.PROXY}. {info['num_images']} generated images per FD (seeds fixed); real-data floor "
@@ -272,7 +274,7 @@ def tables(rows: list[dict], floor: float, default: dict, rank: dict | None, spe
         "evaluations actually spent where a sampler cannot hit the column's count (Heun: 2 a step, 1 on the last).",
         "",
     ]
-    samplers = list(dict.fromkeys(r["sampler"] for r in rows if r["sampler"] != "ddpm"))
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows if not r["reference"]))
     for m in models:
         lines += [f"**{m}**: DDPM-{n_ref} FD {ref[m]['fd']:.3f}", ""]
         lines += ["| sampler | " + " | ".join(f"{e}" for e in info["evals"]) + " |"]
@@ -328,9 +330,10 @@ def write_plot(out: Path, rows: list[dict], floor: float) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.5), squeeze=False)
     for ax, m in zip(axes[0], models, strict=True):
-        ref = next(r for r in rows if r["model"] == m and r["sampler"] == "ddpm")
-        for s in dict.fromkeys(r["sampler"] for r in rows if r["sampler"] != "ddpm"):
-            pts = sorted((r["evaluations"], r["fd"]) for r in rows if r["model"] == m and r["sampler"] == s)
+        ref = next(r for r in rows if r["model"] == m and r["reference"])
+        for s in dict.fromkeys(r["sampler"] for r in rows if not r["reference"]):
+            pts = sorted((r["evaluations"], r["fd"]) for r in rows if r["model"] == m and r["sampler"] == s
+                         and not r["reference"])  # fmt: skip
             ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=s)
         ax.axhline(ref["fd"], color="r", lw=1, label=f"ddpm {ref['steps']}")
         ax.axhline(ref["fd"] * 1.05, color="r", lw=1, ls="--", label="ddpm + 5%")
@@ -357,7 +360,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rank-images", type=int, default=None, help="images per FD in the rank check (--num-images)")
     p.add_argument("--speed-images", type=int, default=64, help="DDPM-1000 images timed (the default: 10x as many)")
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--samplers", nargs="+", default=[s for s in SCHEDULERS if s != "ddpm"])
+    p.add_argument("--samplers", nargs="+", default=list(SCHEDULERS), help="ddpm here: DDPM at --evals steps")
     p.add_argument("--evals", type=int, nargs="+", default=[10, 15, 20, 25, 35, 50], help="UNet evaluations/image")
     p.add_argument("--ddpm-steps", type=int, default=1000)
     p.add_argument("--sample-seed", type=int, default=10_000)
@@ -417,9 +420,9 @@ def main(argv=None) -> int:
         sched_cfg = scheduler_config(args.out, "eps" if name == "eps" else "x0")
         for r in sweep_model(name, unet, sched_cfg, scorer, args=args):
             r["target"] = next((e for e in args.evals if steps_for_evaluations(r["sampler"], sched_cfg, e) ==
-                                r["steps"]), None) if r["sampler"] != "ddpm" else None  # fmt: skip
+                                r["steps"]), None) if not r["reference"] else None  # fmt: skip
             rows.append(r)
-    scored = {r["model"] for r in rows if r["sampler"] == "ddpm"}
+    scored = {r["model"] for r in rows if r["reference"]}
     rows = [r for r in rows if r["model"] in scored]  # --cached-only: a model without its DDPM row is left out
     default = pick_default(rows)
     print(f"default: {default}", flush=True)

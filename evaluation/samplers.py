@@ -70,6 +70,9 @@ _DPM_FIXES = {"thresholding": True, "sample_max_value": 1.0, "lambda_min_clipped
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler("DDPMScheduler", {}, 1000, "ancestral, as trained; stochastic"),
+    "ddpm_trailing": Sampler(
+        "DDPMScheduler", {"timestep_spacing": "trailing"}, 50, "ancestral on trailing-spaced steps; stochastic"
+    ),
     "ddim": Sampler("DDIMScheduler", {}, 50, "eta 0, leading spacing (diffusers' default)"),
     "ddim_trailing": Sampler("DDIMScheduler", {"timestep_spacing": "trailing"}, 50, "eta 0, trailing spacing"),
     "dpmsolver++": Sampler(

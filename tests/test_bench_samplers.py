@@ -27,7 +27,8 @@ bs = _load()
 
 
 def _row(model, sampler, steps, evaluations, fd):
-    return {"model": model, "sampler": sampler, "steps": steps, "evaluations": evaluations, "fd": fd}
+    ref = (sampler, steps) == ("ddpm", 1000)
+    return {"model": model, "sampler": sampler, "steps": steps, "evaluations": evaluations, "fd": fd, "reference": ref}
 
 
 def test_pick_default_is_the_cheapest_within_tolerance_on_every_model():
@@ -36,6 +37,7 @@ def test_pick_default_is_the_cheapest_within_tolerance_on_every_model():
     rows += [_row("a", "fast", 20, 20, 10.4), _row("b", "fast", 20, 20, 20.9)]  # both within 5%
     rows += [_row("a", "good", 25, 25, 9.0), _row("b", "good", 25, 25, 19.0)]  # better, but dearer
     rows += [_row("a", "huge", 60, 60, 5.0), _row("b", "huge", 60, 60, 5.0)]  # over 50 evaluations
+    rows += [_row("a", "ddpm", 15, 15, 12.0), _row("b", "ddpm", 15, 15, 24.0)]  # fewer DDPM steps: a candidate
     got = bs.pick_default(rows)
     assert (got["sampler"], got["steps"], got["met"]) == ("fast", 20, True)
     assert got["worst_ratio"] == pytest.approx(1.045)

@@ -26,7 +26,7 @@ from evaluation.sample import (
 )
 
 # Samplers that draw fresh noise at every step (diffusers' step(..., generator=...)).
-STOCHASTIC = [name for name in SCHEDULERS if name == "ddpm" or "sde" in name]
+STOCHASTIC = [name for name in SCHEDULERS if name.startswith("ddpm") or "sde" in name]
 
 
 def tiny_unet(sample_size: int):
