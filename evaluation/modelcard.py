@@ -163,29 +163,42 @@ def card_data(
 
 
 def sampler_note() -> list[str]:
-    """How to sample: the scheduler saved in ``scheduler/`` (the toolkit's default sampler) and its step count."""
-    from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    """How to sample: the scheduler saved in ``scheduler/`` and its step count, and the toolkit's default."""
+    from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, PIPELINE_SAMPLER, SAMPLERS
 
-    spec, steps = SAMPLERS[DEFAULT_SAMPLER], DEFAULT_STEPS[DEFAULT_SAMPLER]
+    spec, steps = SAMPLERS[PIPELINE_SAMPLER], DEFAULT_STEPS[PIPELINE_SAMPLER]
     options = ", ".join(f"`{k}={v!r}`" for k, v in spec.options.items())
-    return [
+    lines = [
         "```python",
         "from diffusers import DDPMPipeline",
         'pipe = DDPMPipeline.from_pretrained("<this repo>")',
         f"image = pipe(num_inference_steps={steps}).images[0]  # pass it: the pipeline's default is 1000 steps",
         "```",
         "",
-        f"`scheduler/` holds `{spec.scheduler_class}` with {options or 'its defaults'} ({spec.about}): the "
-        f"toolkit's default sampler, `{DEFAULT_SAMPLER}`, at {steps} steps "
-        f"({steps} UNet evaluations per image). On the toolkit's sampler benchmark it matched 1000-step DDPM's "
-        "sample quality (a proxy FD on 8x8 digits, not a face FID); pass `num_inference_steps` as above, since "
-        "`DDPMPipeline` defaults to 1000 steps whatever the scheduler. The 1000-step DDPM reference: "
-        "`pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)`, then `num_inference_steps=1000`.",
-        "",
-        f"Or with the toolkit: `ptt-sample --model <this repo> --num-images 1000 --out samples/` (`{DEFAULT_SAMPLER}`"
-        f", {steps} steps, one seed per image).",
+        f"`scheduler/` holds `{spec.scheduler_class}` with {options or 'its defaults'} ({spec.about}): the sampler "
+        f"`{PIPELINE_SAMPLER}` at {steps} steps ({steps} UNet evaluations per image). Pass `num_inference_steps` "
+        "as above, since `DDPMPipeline` defaults to 1000 steps whatever the scheduler. The 1000-step DDPM "
+        "reference: `pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)`, then "
+        "`num_inference_steps=1000`.",
         "",
     ]
+    if DEFAULT_SAMPLER != PIPELINE_SAMPLER:
+        d = SAMPLERS[DEFAULT_SAMPLER]
+        lines += [
+            f"The toolkit's default sampler is `{DEFAULT_SAMPLER}` ({d.about}) at {DEFAULT_STEPS[DEFAULT_SAMPLER]} "
+            f"steps, which `DDPMPipeline` cannot run as-is ({d.scheduler_class} with "
+            + ", ".join(f"`{k}={v!r}`" for k, v in d.options.items())
+            + " repeats its first timesteps on this noise schedule; the toolkit starts its loop at step 0)."
+            " On the toolkit's sampler benchmark (a proxy FD on 8x8 digits, not a face FID) neither came within 5% "
+            "of 1000-step DDPM on every model; see the toolkit's BENCHMARKS.md.",
+            "",
+        ]
+    lines += [
+        f"With the toolkit: `ptt-sample --model <this repo> --num-images 1000 --out samples/` (`{DEFAULT_SAMPLER}`, "
+        f"{DEFAULT_STEPS[DEFAULT_SAMPLER]} steps, one seed per image).",
+        "",
+    ]
+    return lines
 
 
 def card_text(

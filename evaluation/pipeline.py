@@ -4,10 +4,10 @@ The folder is a ``diffusers.DDPMPipeline``: ``model_index.json``, ``unet/`` (saf
 ``save_pretrained``, plus ``training_config.yaml`` (the resolved run config), ``metrics.json`` (latest FID/KID and
 how it was computed, when known) and ``README.md`` (model card). Never optimizer state. It is built in a temporary
 folder beside the target and swapped in (``common.fileio.atomic_replace_dir``), so a crash mid-write leaves the
-previous export intact. ``scheduler/`` holds the toolkit's default sampler
-(:data:`evaluation.sample.DEFAULT_SAMPLER`: its diffusers class and settings on the model's noise schedule), so
-``DDPMPipeline.from_pretrained(path)(num_inference_steps=N)`` samples as ``ptt-sample`` does by default (the model
-card names N; DDPMPipeline's own default is 1000 steps). The trainer writes it at ``<run_dir>/pipeline``;
+previous export intact. ``scheduler/`` holds :data:`evaluation.samplers.PIPELINE_SAMPLER` (its diffusers class
+and settings on the model's noise schedule: the toolkit's default sampler where ``DDPMPipeline`` can run it as-is,
+else the best one it can), so ``DDPMPipeline.from_pretrained(path)(num_inference_steps=N)`` samples with it (the
+model card names N; DDPMPipeline's own default is 1000 steps). The trainer writes it at ``<run_dir>/pipeline``;
 every reader (``ptt-sample``,
 ``ptt-fid --model``, ``ptt-push``) resolves a run directory, a pipeline folder or a Hub id through
 :func:`resolve_pipeline_dir` / :func:`load_pipeline` here.
@@ -54,16 +54,16 @@ def export_pipeline(
     metrics: dict | None = None,
     sample_grid: str | Path | None = None,
 ) -> Path:
-    """Write ``unet`` (already holding the weights to ship, e.g. the EMA) + the default sampler's scheduler, built
-    on ``scheduler_config``'s noise schedule, to ``out_dir``."""
+    """Write ``unet`` (already holding the weights to ship, e.g. the EMA) + :data:`PIPELINE_SAMPLER`'s scheduler,
+    built on ``scheduler_config``'s noise schedule, to ``out_dir``."""
     from diffusers import DDPMPipeline
 
     from evaluation.modelcard import write_model_card
-    from evaluation.samplers import DEFAULT_SAMPLER, build_scheduler
+    from evaluation.samplers import PIPELINE_SAMPLER, build_scheduler
 
     out_dir = Path(out_dir)
     with atomic_replace_dir(out_dir) as tmp:
-        scheduler = build_scheduler(DEFAULT_SAMPLER, scheduler_config)
+        scheduler = build_scheduler(PIPELINE_SAMPLER, scheduler_config)
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp), safe_serialization=True)
         if config_yaml is not None:
             (tmp / "training_config.yaml").write_text(config_yaml, encoding="utf-8")

@@ -3,8 +3,9 @@
 :data:`SAMPLERS` maps a name (``ptt-sample --scheduler``, ``ptt-fid sweep --scheduler``, the trainer's
 ``train.sample_scheduler`` / ``eval.fid_scheduler``) to a diffusers scheduler class and the settings it runs with;
 :func:`build_scheduler` builds one on the noise schedule a model was trained with (the :data:`TRAINING_KEYS` of
-a pipeline's ``scheduler_config.json``). :data:`DEFAULT_SAMPLER` is what the toolkit samples with and what the
-exported pipeline's ``scheduler/`` holds. No torch at import; the sampling loop is ``evaluation.sample``.
+a pipeline's ``scheduler_config.json``). :data:`DEFAULT_SAMPLER` is what the toolkit samples with;
+:data:`PIPELINE_SAMPLER` is what the exported pipeline's ``scheduler/`` holds (the default, when diffusers'
+``DDPMPipeline`` can run it). No torch at import; the sampling loop is ``evaluation.sample``.
 
 Example::
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "DEFAULT_SAMPLER",
     "DEFAULT_STEPS",
+    "PIPELINE_SAMPLER",
     "SAMPLERS",
     "SCHEDULERS",
     "TRAINING_KEYS",
@@ -90,13 +92,13 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm2_sde": Sampler(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", **_DPM_FIXES},
-        20,
+        50,
         "SDE DPM-Solver++ order 2, x0 clipped; stochastic",
     ),
     "dpm2_sde_karras": Sampler(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True, **_DPM_FIXES},
-        20,
+        35,
         "SDE DPM-Solver++ order 2 on Karras et al.'s sigma spacing, x0 clipped; stochastic",
         for_ddpm_pipeline=False,  # on the cosine schedule several first steps share t = 998
     ),
@@ -116,10 +118,12 @@ SAMPLERS: dict[str, Sampler] = {
     ),
 }
 SCHEDULERS = tuple(SAMPLERS)
-# ptt-sample's default, the trainer's grids and periodic FID, and the exported pipeline's scheduler/: the cheapest
-# sampler within 5% of 1000-step DDPM's FD on all three models of the sampler benchmark (BENCHMARKS.md, "Fast
-# samplers"; a proxy FD on 8x8 digits, not a face FID), at its default_steps.
-DEFAULT_SAMPLER = "dpm2_sde"
+# ptt-sample's default and the trainer's grids and periodic FID: on the sampler benchmark (BENCHMARKS.md, "Fast
+# samplers"; a proxy FD on 8x8 digits, not a face FID) no sampler came within 5% of 1000-step DDPM on all three
+# models at <= 50 UNet evaluations; this one came closest on the worst of them, at its default_steps.
+DEFAULT_SAMPLER = "dpm2_sde_karras"
+# The exported pipeline's scheduler/: the default when DDPMPipeline can run it as-is, else the best one it can.
+PIPELINE_SAMPLER = DEFAULT_SAMPLER if SAMPLERS[DEFAULT_SAMPLER].for_ddpm_pipeline else "dpm2_sde"
 DEFAULT_STEPS = {name: s.default_steps for name, s in SAMPLERS.items()}
 
 

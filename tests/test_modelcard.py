@@ -134,11 +134,12 @@ def test_no_local_absolute_path_in_the_card(pipeline, tmp_path):
 
 def test_the_card_names_the_exported_sampler_and_its_step_count(pipeline):
     """The card tells DDPMPipeline users which scheduler scheduler/ holds and the num_inference_steps to pass."""
-    from evaluation.sample import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, PIPELINE_SAMPLER, SAMPLERS
 
     text = write_model_card(pipeline).read_text()
-    spec, steps = SAMPLERS[DEFAULT_SAMPLER], DEFAULT_STEPS[DEFAULT_SAMPLER]
+    spec, steps = SAMPLERS[PIPELINE_SAMPLER], DEFAULT_STEPS[PIPELINE_SAMPLER]
     assert f"pipe(num_inference_steps={steps})" in text
-    assert f"`{spec.scheduler_class}`" in text and f"`{DEFAULT_SAMPLER}`" in text
+    assert f"`{spec.scheduler_class}`" in text and f"`{PIPELINE_SAMPLER}`" in text
+    assert f"`{DEFAULT_SAMPLER}`, {DEFAULT_STEPS[DEFAULT_SAMPLER]} steps" in text  # ptt-sample's default
     assert all(f"`{k}={v!r}`" in text for k, v in spec.options.items())
     assert "DDIMScheduler" not in text  # the old advice (DDIM 50) is gone

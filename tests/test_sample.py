@@ -107,6 +107,16 @@ def test_the_default_sampler_is_covered_by_the_seeding_tests():
     assert write_samples.__kwdefaults__["scheduler"] == DEFAULT_SAMPLER
 
 
+def test_ddpm_pipeline_cannot_run_the_samplers_marked_so_on_the_cosine_schedule():
+    """Why PIPELINE_SAMPLER exists: DDPMPipeline looks the first step up by timestep value, and Karras sigmas on the
+    cosine schedule repeat t = 998; our loop starts at step 0 and runs them."""
+    trained = {"beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample"}
+    sched = build_scheduler("dpm2_sde_karras", trained)
+    sched.set_timesteps(DEFAULT_STEPS["dpm2_sde_karras"])
+    assert len(set(sched.timesteps.tolist())) < len(sched.timesteps)
+    assert not SAMPLERS["dpm2_sde_karras"].for_ddpm_pipeline and not SAMPLERS["heun_karras"].for_ddpm_pipeline
+
+
 def test_samplers_take_only_the_noise_schedule_from_a_pipeline_config():
     """A pipeline exported with one sampler's scheduler builds every other sampler as named, not with its keys."""
     from diffusers import DDIMScheduler
@@ -129,14 +139,17 @@ def test_unet_evaluations_per_image(sched_cfg):
     assert steps_for_evaluations("ddim", sched_cfg, 15) == 15
 
 
-def test_exported_pipeline_gives_diffusers_ddpm_pipeline_the_default_sampler(tmp_path):
-    """DDPMPipeline.from_pretrained on our export runs the default sampler and makes ptt-sample's images."""
+def test_exported_pipeline_gives_diffusers_ddpm_pipeline_its_sampler(tmp_path):
+    """DDPMPipeline.from_pretrained on our export runs PIPELINE_SAMPLER (the default where DDPMPipeline can) and
+    makes ptt-sample's images for it."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
     from evaluation.pipeline import export_pipeline, load_pipeline
+    from evaluation.samplers import PIPELINE_SAMPLER
 
-    spec = SAMPLERS[DEFAULT_SAMPLER]
+    spec = SAMPLERS[PIPELINE_SAMPLER]
     assert spec.for_ddpm_pipeline
+    assert PIPELINE_SAMPLER == DEFAULT_SAMPLER or not SAMPLERS[DEFAULT_SAMPLER].for_ddpm_pipeline
     trained = dict(DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="sample").config)
     export_pipeline(tiny_unet(16), trained, tmp_path / "pipe")
     pipe = DDPMPipeline.from_pretrained(tmp_path / "pipe")
@@ -144,9 +157,9 @@ def test_exported_pipeline_gives_diffusers_ddpm_pipeline_the_default_sampler(tmp
     assert {k: pipe.scheduler.config[k] for k in spec.options} == spec.options
     assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert pipe.scheduler.config.prediction_type == "sample"
-    steps = DEFAULT_STEPS[DEFAULT_SAMPLER]
+    steps = DEFAULT_STEPS[PIPELINE_SAMPLER]
     unet, cfg, _ = load_pipeline(str(tmp_path / "pipe"))
-    ours = generate(unet, cfg, num_images=2, seed=11, batch_size=2, steps=steps)  # the default sampler
+    ours = generate(unet, cfg, num_images=2, seed=11, batch_size=2, steps=steps, scheduler=PIPELINE_SAMPLER)
     for i in range(2):
         gen = torch.Generator().manual_seed(11 + i)
         img = pipe(generator=gen, num_inference_steps=steps, output_type="np").images[0]  # (H, W, 3) in [0, 1]
