@@ -221,8 +221,8 @@ def rank_check(out: Path, scorer, default: dict | None, *, args) -> dict | None:
             row = _sweep_row(args, model, sampler, n) if model else None
             if row is None and model and default is None:
                 continue  # the sweep scores this checkpoint itself
-            if row is None and args.cached_only:
-                continue
+            if row is None and args.cached_only and field == "ddpm_fd":
+                continue  # --cached-only: the DDPM rows scored so far; the default's own rows are cheap
             row = row or score(unet, sched_cfg, scorer, sampler=sampler, steps=n, args=rank_args)
             point[field] = row["fd"]
             if field == "default_fd":
@@ -366,7 +366,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=10_000)
     p.add_argument("--models", nargs="+", default=["x0", "x0_early", "eps"], help="sweep only these (two processes)")
     p.add_argument("--train-only", action="store_true")
-    p.add_argument("--cached-only", action="store_true", help="report the rows scored so far; sample nothing new")
+    p.add_argument(
+        "--cached-only", action="store_true", help="report the sweep and rank-check DDPM rows scored so far"
+    )
     p.add_argument("--rank-ddpm-only", action="store_true", help="score the x0 run's checkpoints with DDPM only")
     p.add_argument("--no-rank", action="store_true")
     p.add_argument("--no-speed", action="store_true")
