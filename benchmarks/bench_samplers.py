@@ -9,7 +9,7 @@ trainer (``--reuse`` keeps them):
 - ``x0_early``: the same run's checkpoint at a third of the images;
 - ``eps``: the same recipe with epsilon prediction.
 
-Every sampler in :data:`evaluation.sample.SAMPLERS` (or ``--samplers``) is scored at each number of UNet
+Every sampler in :data:`evaluation.samplers.SAMPLERS` (or ``--samplers``) is scored at each number of UNet
 evaluations per image in ``--evals`` (a two-evaluation Heun step counts two) against DDPM with 1000 steps, on
 ``--num-images`` images with fixed seeds; then the checkpoints of the ``x0`` run are scored with DDPM-1000 and with
 the chosen default, and the Spearman rank correlation of the two FD orders is reported.
@@ -21,6 +21,7 @@ Example::
 
     nice -n 10 python benchmarks/bench_samplers.py                        # train (once), sweep, rank check
     python benchmarks/bench_samplers.py --reuse --samplers ddim dpm2_sde --evals 10 20 --num-images 500
+    python benchmarks/bench_samplers.py --reuse --cached-only             # report what is scored so far
 """
 
 from __future__ import annotations
@@ -356,10 +357,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=28_800, help="images seen per training run")
     p.add_argument("--points", type=int, default=6, help="checkpoints per run (the rank check scores them)")
     p.add_argument("--test-images", type=int, default=500, help="held-out digits (the real-data floor)")
-    p.add_argument("--num-images", type=int, default=1000, help="generated images per FD")
+    # 250: what fit the shared 2-core machine (BENCHMARKS.md section 6); 1000 or more resolves closer settings
+    p.add_argument("--num-images", type=int, default=250, help="generated images per FD")
     p.add_argument("--rank-images", type=int, default=None, help="images per FD in the rank check (--num-images)")
     p.add_argument("--speed-images", type=int, default=64, help="DDPM-1000 images timed (the default: 10x as many)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--samplers", nargs="+", default=list(SCHEDULERS), help="ddpm here: DDPM at --evals steps")
     p.add_argument("--evals", type=int, nargs="+", default=[10, 15, 20, 25, 35, 50], help="UNet evaluations/image")
     p.add_argument("--ddpm-steps", type=int, default=1000)
