@@ -56,11 +56,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True)
     p.add_argument(
         "--scheduler",
-        default=DEFAULT_SAMPLER,
+        default=f"{DEFAULT_SAMPLER},ddpm:1000",  # the default sampler beside the 1000-step reference
         help=f"comma-separated samplers, each at every --steps, or NAME:N at N steps only, e.g. ddpm:1000 "
         f"(from: {', '.join(SCHEDULERS)})",
     )
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated step counts")
+    p.add_argument("--steps", default="10,20,35,50", help="comma-separated step counts")
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
