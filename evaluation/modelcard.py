@@ -178,7 +178,7 @@ def sampler_note() -> list[str]:
         f"`scheduler/` holds `{spec.scheduler_class}` with {options or 'its defaults'} ({spec.about}): the sampler "
         f"`{PIPELINE_SAMPLER}` at {steps} steps ({steps} UNet evaluations per image). Pass `num_inference_steps` "
         "as above, since `DDPMPipeline` defaults to 1000 steps whatever the scheduler. The 1000-step DDPM "
-        "reference: `pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)`, then "
+        "reference: `pipe.scheduler = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)`, then "
         "`num_inference_steps=1000`.",
         "",
     ]
@@ -188,7 +188,7 @@ def sampler_note() -> list[str]:
             f"The toolkit's default sampler is `{DEFAULT_SAMPLER}` ({d.about}) at {DEFAULT_STEPS[DEFAULT_SAMPLER]} "
             f"steps, which `DDPMPipeline` cannot run as-is ({d.scheduler_class} with "
             + ", ".join(f"`{k}={v!r}`" for k, v in d.options.items())
-            + " repeats its first timesteps on this noise schedule; the toolkit starts its loop at step 0)."
+            + " repeats its first timesteps on the cosine noise schedule; the toolkit starts its loop at step 0)."
             " On the toolkit's sampler benchmark (a proxy FD on 8x8 digits, not a face FID) neither came within 5% "
             "of 1000-step DDPM on every model; see the toolkit's BENCHMARKS.md.",
             "",
