@@ -23,7 +23,7 @@ from common.fileio import disk_error_line, os_error_line
 from evaluation.features import InceptionMissingError
 from evaluation.fid import FidError, evaluate, format_result, write_output
 from evaluation.pipeline import PipelineError
-from evaluation.sample import SampleError
+from evaluation.sample import DEFAULT_SAMPLER, SCHEDULERS, SampleError
 from evaluation.sweep import sweep
 
 __all__ = ["main"]
@@ -49,11 +49,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ptt-fid sweep", description="FID against sampler steps: CSV, Markdown, PNG.")
+    p = argparse.ArgumentParser(
+        prog="ptt-fid sweep", description="FID against samplers and step counts: CSV, Markdown, PNG."
+    )
     p.add_argument("--model", required=True, help="exported pipeline folder or Hub id")
     p.add_argument("--ref", required=True)
-    p.add_argument("--scheduler", default="ddim", choices=("ddpm", "ddim", "dpmsolver++", "unipc"))
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated step counts")
+    p.add_argument(
+        "--scheduler",
+        default=f"{DEFAULT_SAMPLER},ddpm:1000",  # the default sampler beside the 1000-step reference
+        help=f"comma-separated samplers, each at every --steps, or NAME:N at N steps only, e.g. ddpm:1000 "
+        f"(from: {', '.join(SCHEDULERS)})",
+    )
+    p.add_argument("--steps", default="10,20,35,50", help="comma-separated step counts")
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 a.model,
                 a.ref,
                 a.out,
-                scheduler=a.scheduler,
+                scheduler=[s.strip() for s in a.scheduler.split(",") if s.strip()],
                 steps=steps,
                 num_images=a.num_images,
                 batch_size=a.batch_size,

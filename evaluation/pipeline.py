@@ -4,7 +4,11 @@ The folder is a ``diffusers.DDPMPipeline``: ``model_index.json``, ``unet/`` (saf
 ``save_pretrained``, plus ``training_config.yaml`` (the resolved run config), ``metrics.json`` (latest FID/KID and
 how it was computed, when known) and ``README.md`` (model card). Never optimizer state. It is built in a temporary
 folder beside the target and swapped in (``common.fileio.atomic_replace_dir``), so a crash mid-write leaves the
-previous export intact. The trainer writes it at ``<run_dir>/pipeline``; every reader (``ptt-sample``,
+previous export intact. ``scheduler/`` holds :data:`evaluation.samplers.PIPELINE_SAMPLER` (its diffusers class
+and settings on the model's noise schedule: the toolkit's default sampler where ``DDPMPipeline`` can run it as-is,
+else the best one it can), so ``DDPMPipeline.from_pretrained(path)(num_inference_steps=N)`` samples with it (the
+model card names N; DDPMPipeline's own default is 1000 steps). The trainer writes it at ``<run_dir>/pipeline``;
+every reader (``ptt-sample``,
 ``ptt-fid --model``, ``ptt-push``) resolves a run directory, a pipeline folder or a Hub id through
 :func:`resolve_pipeline_dir` / :func:`load_pipeline` here.
 
@@ -15,7 +19,7 @@ Example::
     unet = UNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=8, layers_per_block=1,
                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
     export_pipeline(unet, DDPMScheduler().config, "/tmp/pipe", config_yaml="run_dir: x\\n")
-    DDPMPipeline.from_pretrained("/tmp/pipe")
+    DDPMPipeline.from_pretrained("/tmp/pipe").scheduler   # the default sampler's scheduler
     unet, scheduler_config, source = load_pipeline("/tmp/pipe")
 """
 
@@ -47,14 +51,16 @@ def export_pipeline(
     metrics: dict | None = None,
     sample_grid: str | Path | None = None,
 ) -> Path:
-    """Write ``unet`` (already holding the weights to ship, e.g. the EMA) + a DDPMScheduler to ``out_dir``."""
-    from diffusers import DDPMPipeline, DDPMScheduler
+    """Write ``unet`` (already holding the weights to ship, e.g. the EMA) + :data:`PIPELINE_SAMPLER`'s scheduler,
+    built on ``scheduler_config``'s noise schedule, to ``out_dir``."""
+    from diffusers import DDPMPipeline
 
     from evaluation.modelcard import write_model_card
+    from evaluation.samplers import PIPELINE_SAMPLER, build_scheduler
 
     out_dir = Path(out_dir)
     with atomic_replace_dir(out_dir) as tmp:
-        scheduler = DDPMScheduler.from_config(dict(scheduler_config))
+        scheduler = build_scheduler(PIPELINE_SAMPLER, scheduler_config)
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp), safe_serialization=True)
         if config_yaml is not None:
             (tmp / "training_config.yaml").write_text(config_yaml, encoding="utf-8")
@@ -98,7 +104,8 @@ def load_pipeline(model: str, *, device=None):
 
         try:
             unet = UNet2DModel.from_pretrained(model, subfolder="unet")
-            scheduler_config = dict(DDPMScheduler.from_pretrained(model, subfolder="scheduler").config)
+            # the raw config: whichever scheduler class it names, the samplers take its noise schedule from it
+            scheduler_config = dict(DDPMScheduler.load_config(model, subfolder="scheduler"))
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if hub_offline():

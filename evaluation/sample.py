@@ -1,22 +1,27 @@
 """Sampling from an exported DDPM pipeline with diffusers' schedulers; one seed per image.
 
 Image *i* (0-based, written as ``f"{i + 1:05d}.png"``) depends only on ``seed + i``: its initial noise and, for
-stochastic samplers (DDPM, DDIM with eta > 0), every step's noise come from its own ``torch.Generator`` on the CPU.
-So image *i* is the same whatever the batch size, the number of processes or an interrupted-and-resumed run.
+stochastic samplers (DDPM, the SDE DPM-Solver++ variants), every step's noise come from its own
+``torch.Generator`` on the CPU (``step(..., generator=[one per image])``: diffusers' ``randn_tensor`` draws row i
+from generator i). So image *i* is the same whatever the batch size, the number of processes or an
+interrupted-and-resumed run. The scheduler's state stays float32 whatever the UNet's dtype (``step`` would cast
+it to the model output's dtype, rounding the state at every step in bf16).
 
 Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...`` 64x64 (the UNet's
 ``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
-model, sampler, steps, seed and dtype; a rerun with other settings into the same folder is refused so runs never
-mix, and a rerun with the same settings skips images already written (whole PNGs of the right size; a damaged or
-foreign ``NNNNN.png`` is written again, with a warning).
+model, sampler, steps, UNet evaluations per image, seed and dtype; a rerun with other settings into the same folder
+is refused so runs never mix, and a rerun with the same settings skips images already written (whole PNGs of the
+right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning).
 
-Samplers (``--scheduler``), each built from the pipeline's own ``scheduler/scheduler_config.json``:
-``ddpm`` (DDPMScheduler, ancestral, 1000 steps as trained), ``ddim`` (DDIMScheduler, eta 0),
-``dpmsolver++`` (DPMSolverMultistepScheduler, algorithm ``dpmsolver++``), ``unipc`` (UniPCMultistepScheduler).
+Samplers (``--scheduler``, :data:`SAMPLERS`): a diffusers scheduler class with named settings, built on the model's
+noise schedule (:data:`TRAINING_KEYS` of the pipeline's ``scheduler/scheduler_config.json``). The default,
+:data:`DEFAULT_SAMPLER`, is the one the sampler benchmark picked (BENCHMARKS.md, "Fast samplers"); ``ddpm`` with
+1000 steps is the reference it was measured against.
 
 Example (CLI; several processes split the images, rank r writes every index i with i % world_size == r)::
 
-    ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/ --scheduler ddim --steps 50
+    ptt-sample --model runs/demo/pipeline --num-images 1000 --out samples/              # the default sampler
+    ptt-sample --model runs/demo/pipeline --num-images 1000 --out ref/ --scheduler ddpm --steps 1000
     accelerate launch -m evaluation.sample --model USER/ptt-faces --num-images 10000 --out s/ --dtype bf16
 
 Example (library; what the trainer calls)::
@@ -45,43 +50,39 @@ from pathlib import Path
 import numpy as np
 
 from common.fileio import atomic_write, atomic_write_png, clean_stale_temps, disk_error_line, os_error_line
+from evaluation.samplers import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    SCHEDULERS,
+    TRAINING_KEYS,
+    SampleError,
+    Sampler,
+    build_scheduler,
+    num_evaluations,
+    steps_for_evaluations,
+)
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "SAMPLERS",
     "SCHEDULERS",
+    "TRAINING_KEYS",
+    "Sampler",
     "SampleError",
     "build_scheduler",
     "generate",
     "generate_seeds",
     "image_grid",
     "main",
+    "num_evaluations",
+    "steps_for_evaluations",
     "write_samples",
 ]
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver++": 20, "unipc": 20}
 _IMAGE_NAME_RE = re.compile(r"^(\d{5,})\.png$")
-
-
-class SampleError(RuntimeError):
-    """Bad input to sampling (model, output folder, options); the message names it and the fix."""
-
-
-def build_scheduler(name: str, scheduler_config: dict):
-    """A fresh diffusers scheduler of kind ``name`` from a pipeline's scheduler config (a dict)."""
-    import diffusers
-
-    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
-    if name == "ddpm":
-        return diffusers.DDPMScheduler.from_config(config)
-    if name == "ddim":
-        return diffusers.DDIMScheduler.from_config(config)
-    if name == "dpmsolver++":
-        return diffusers.DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
-    if name == "unipc":
-        return diffusers.UniPCMultistepScheduler.from_config(config)
-    raise SampleError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
 def _dtype(dtype):
@@ -114,7 +115,7 @@ def generate_seeds(
     seeds: Sequence[int],
     *,
     steps: int,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
 ):
@@ -129,6 +130,10 @@ def generate_seeds(
     dtype = _dtype(dtype)
     sched = build_scheduler(scheduler, scheduler_config)
     sched.set_timesteps(int(steps), device=device)
+    if hasattr(sched, "set_begin_index"):
+        # start at step 0 even when a timestep repeats (Karras sigmas on the cosine schedule map several of the
+        # largest sigmas to t = 999; the lookup by value would start at the repeat and run off the end)
+        sched.set_begin_index(0)
     c, h, w = _sample_shape(unet)
     # One CPU generator per image: its initial noise, then its per-step noise (DDPM), in this order.
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
@@ -162,7 +167,7 @@ def generate(
     seed: int,
     batch_size: int,
     steps: int,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
     start_index: int = 0,
@@ -256,7 +261,7 @@ def write_samples(
     seed: int = 0,
     batch_size: int = 64,
     steps: int | None = None,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SAMPLER,
     device=None,
     dtype=None,
     rank: int = 0,
@@ -284,6 +289,7 @@ def write_samples(
         "model": model_name,
         "scheduler": scheduler,
         "steps": steps,
+        "evaluations": num_evaluations(scheduler, scheduler_config, steps),  # UNet evaluations per image
         "seed": seed,
         "dtype": dtype_name,
         "num_images": num_images,
@@ -338,10 +344,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="exported pipeline folder (<run_dir>/pipeline) or Hub id USER/NAME")
     p.add_argument("--num-images", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder (reruns skip images already there)")
-    # DDPM, as trained: on the quality benchmark no faster sampler came within 10% of DDPM-1000's FD (BENCHMARKS.md
-    # section 5: DDIM 50 +47%, DPM-Solver++/UniPC 20 about +100%); pass --scheduler ddim for a 20x cheaper run.
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: ddpm 1000, ddim 50, others 20)")
+    # The default matched 1000-step DDPM's FD on the sampler benchmark at a fraction of its UNet evaluations
+    # (BENCHMARKS.md, "Fast samplers"); --scheduler ddpm --steps 1000 is the slow reference.
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SAMPLER)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampler steps (default per sampler: "
+        + ", ".join(f"{n} {k}" for n, k in DEFAULT_STEPS.items())
+        + "; heun_karras costs two UNet evaluations a step)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="image i (1-based file) uses seed + i - 1")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="UNet precision (GPU)")
@@ -395,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0
     print(
         f"ptt-sample: rank {summary['rank']}/{summary['world_size']}: wrote {summary['written']}, skipped "
-        f"{summary['skipped']} existing, {rate:.2f} img/s, {summary['scheduler']} {summary['steps']} steps -> "
-        f"{summary['out']}"
+        f"{summary['skipped']} existing, {rate:.2f} img/s, {summary['scheduler']} {summary['steps']} steps "
+        f"({summary['evaluations']} UNet evaluations per image) -> {summary['out']}"
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -296,6 +297,41 @@ def test_curation_out_folder_as_ref_uses_its_dataset_not_its_pngs(dataset_dir, t
     assert res["n_ref"] == 10 and res["ref"] == f"{dataset_dir}:test"
     res = evaluate(gen, f"{out}:train", extractor="substitute", cache_dir=tmp_path / "c", device="cpu")
     assert res["n_ref"] == 6
+
+
+def test_sweep_compares_samplers_in_one_table_and_plot(tmp_path, dataset_dir, capsys):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    blocks = {"down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}
+    unet = UNet2DModel(sample_size=16, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, **blocks)
+    pipe = tmp_path / "pipeline"
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(pipe), safe_serialization=True)
+    out = tmp_path / "sweep"
+    rc = main(["sweep", "--model", str(pipe), "--ref", f"{dataset_dir}:test", "--scheduler", "ddim,heun_karras,ddpm:4",
+               "--steps", "2,3", "--num-images", "4", "--batch-size", "4", "--substitute", "--out", str(out),
+               "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    with (out / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    got = [(r["scheduler"], r["steps"], r["evaluations"]) for r in rows]
+    assert got == [("ddim", "2", "2"), ("ddim", "3", "3"), ("heun_karras", "2", "3"), ("heun_karras", "3", "5"),
+                   ("ddpm", "4", "4")]  # fmt: skip
+    md = (out / "sweep.md").read_text()
+    assert "| heun_karras | 3 | 5 |" in md and "| ddim | 2 | 2 |" in md and "| ddpm | 4 | 4 |" in md
+    with Image.open(out / "sweep.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+
+@pytest.mark.parametrize(
+    ("samplers", "wanted"), [("ddim,dpm9", "'dpm9'"), ("ddpm:0", "whole number"), (",", "at least one")]
+)
+def test_sweep_bad_sampler_is_a_one_line_error(tmp_path, dataset_dir, capsys, samplers, wanted):
+    rc = main(["sweep", "--model", str(tmp_path / "nomodel"), "--ref", str(dataset_dir), "--scheduler", samplers,
+               "--substitute", "--out", str(tmp_path / "sw")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "--scheduler" in err and wanted in err and err.count("\n") == 1
+    assert not (tmp_path / "sw").exists()
 
 
 @pytest.mark.parametrize("steps", ["0,2", ","])

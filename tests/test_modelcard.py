@@ -130,3 +130,16 @@ def test_no_local_absolute_path_in_the_card(pipeline, tmp_path):
     text = write_model_card(pipeline, metrics=metrics, config=config).read_text()
     assert home not in text and str(tmp_path) not in text
     assert "`dataset:test`" in text and "dataset `dataset`" in text and "run_dir: attention_unet" in text
+
+
+def test_the_card_names_the_exported_sampler_and_its_step_count(pipeline):
+    """The card tells DDPMPipeline users which scheduler scheduler/ holds and the num_inference_steps to pass."""
+    from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, PIPELINE_SAMPLER, SAMPLERS
+
+    text = write_model_card(pipeline).read_text()
+    spec, steps = SAMPLERS[PIPELINE_SAMPLER], DEFAULT_STEPS[PIPELINE_SAMPLER]
+    assert f"pipe(num_inference_steps={steps})" in text
+    assert f"`{spec.scheduler_class}`" in text and f"`{PIPELINE_SAMPLER}`" in text
+    assert f"`{DEFAULT_SAMPLER}`, {DEFAULT_STEPS[DEFAULT_SAMPLER]} steps" in text  # ptt-sample's default
+    assert all(f"`{k}={v!r}`" in text for k, v in spec.options.items())
+    assert "DDIMScheduler" not in text  # the old advice (DDIM 50) is gone

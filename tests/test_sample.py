@@ -9,7 +9,24 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.sample import SCHEDULERS, SampleError, generate, generate_seeds, image_grid, main, write_samples
+from evaluation.sample import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    SCHEDULERS,
+    SampleError,
+    build_scheduler,
+    generate,
+    generate_seeds,
+    image_grid,
+    main,
+    num_evaluations,
+    steps_for_evaluations,
+    write_samples,
+)
+
+# Samplers that draw fresh noise at every step (diffusers' step(..., generator=...)).
+STOCHASTIC = [name for name in SCHEDULERS if name.startswith("ddpm") or "sde" in name]
 
 
 def tiny_unet(sample_size: int):
@@ -73,12 +90,80 @@ def test_image_i_is_the_same_for_batch_size_1_and_8(unet16, sched_cfg, scheduler
     assert np.abs(b[5:].astype(int) - c).max() <= 1
 
 
-def test_ddpm_step_noise_comes_from_each_image_generator(unet16, sched_cfg):
-    """DDPM is stochastic at every step: were its noise drawn from a shared generator, image 1 would change
-    with the batch it is in."""
-    together = generate_seeds(unet16, sched_cfg, [7, 8, 9], steps=4, scheduler="ddpm")
-    alone = generate_seeds(unet16, sched_cfg, [8], steps=4, scheduler="ddpm")
+@pytest.mark.parametrize("scheduler", STOCHASTIC)
+def test_step_noise_comes_from_each_image_generator(unet16, sched_cfg, scheduler):
+    """DDPM and the SDE solvers are stochastic at every step: were their noise drawn from a shared generator,
+    image 1 would change with the batch it is in."""
+    together = generate_seeds(unet16, sched_cfg, [7, 8, 9], steps=4, scheduler=scheduler)
+    alone = generate_seeds(unet16, sched_cfg, [8], steps=4, scheduler=scheduler)
     torch.testing.assert_close(together[1:2], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_the_default_sampler_is_covered_by_the_seeding_tests():
+    """The batch, resume and multi-process tests run the default sampler (write_samples' default); a stochastic
+    default is also in the per-step-noise test above."""
+    assert DEFAULT_SAMPLER in SCHEDULERS
+    assert ("sde" in DEFAULT_SAMPLER) == (DEFAULT_SAMPLER in STOCHASTIC)
+    assert write_samples.__kwdefaults__["scheduler"] == DEFAULT_SAMPLER
+
+
+def test_ddpm_pipeline_cannot_run_the_samplers_marked_so_on_the_cosine_schedule():
+    """Why PIPELINE_SAMPLER exists: DDPMPipeline looks the first step up by timestep value, and Karras sigmas on the
+    cosine schedule repeat t = 998; our loop starts at step 0 and runs them."""
+    trained = {"beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample"}
+    sched = build_scheduler("dpm2_sde_karras", trained)
+    sched.set_timesteps(DEFAULT_STEPS["dpm2_sde_karras"])
+    assert len(set(sched.timesteps.tolist())) < len(sched.timesteps)
+    assert not SAMPLERS["dpm2_sde_karras"].for_ddpm_pipeline and not SAMPLERS["heun_karras"].for_ddpm_pipeline
+
+
+def test_samplers_take_only_the_noise_schedule_from_a_pipeline_config():
+    """A pipeline exported with one sampler's scheduler builds every other sampler as named, not with its keys."""
+    from diffusers import DDIMScheduler
+
+    trained = {"beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample", "clip_sample": True}
+    dpm_cfg = dict(build_scheduler("dpm3", trained).config)
+    assert dpm_cfg["solver_order"] == 3 and dpm_cfg["thresholding"] is True
+    ddim = build_scheduler("ddim", dpm_cfg)
+    assert ddim.config.beta_schedule == "squaredcos_cap_v2" and ddim.config.prediction_type == "sample"
+    assert ddim.config.timestep_spacing == DDIMScheduler().config.timestep_spacing  # not DPM-Solver's linspace
+    assert ddim.config.thresholding is False and ddim.config.clip_sample is True
+    with pytest.raises(SampleError, match="unknown scheduler 'dpm9'"):
+        build_scheduler("dpm9", trained)
+
+
+def test_unet_evaluations_per_image(sched_cfg):
+    assert num_evaluations("dpm2_sde", sched_cfg, 20) == 20
+    assert num_evaluations("heun_karras", sched_cfg, 5) == 9  # two a step, one on the last
+    assert steps_for_evaluations("heun_karras", sched_cfg, 10) == 5
+    assert steps_for_evaluations("ddim", sched_cfg, 15) == 15
+
+
+def test_exported_pipeline_gives_diffusers_ddpm_pipeline_its_sampler(tmp_path):
+    """DDPMPipeline.from_pretrained on our export runs PIPELINE_SAMPLER (the default where DDPMPipeline can) and
+    makes ptt-sample's images for it."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from evaluation.pipeline import export_pipeline, load_pipeline
+    from evaluation.samplers import PIPELINE_SAMPLER
+
+    spec = SAMPLERS[PIPELINE_SAMPLER]
+    assert spec.for_ddpm_pipeline
+    assert PIPELINE_SAMPLER == DEFAULT_SAMPLER or not SAMPLERS[DEFAULT_SAMPLER].for_ddpm_pipeline
+    trained = dict(DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="sample").config)
+    export_pipeline(tiny_unet(16), trained, tmp_path / "pipe")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe.scheduler).__name__ == spec.scheduler_class
+    assert {k: pipe.scheduler.config[k] for k in spec.options} == spec.options
+    assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    assert pipe.scheduler.config.prediction_type == "sample"
+    steps = DEFAULT_STEPS[PIPELINE_SAMPLER]
+    unet, cfg, _ = load_pipeline(str(tmp_path / "pipe"))
+    ours = generate(unet, cfg, num_images=2, seed=11, batch_size=2, steps=steps, scheduler=PIPELINE_SAMPLER)
+    for i in range(2):
+        gen = torch.Generator().manual_seed(11 + i)
+        img = pipe(generator=gen, num_inference_steps=steps, output_type="np").images[0]  # (H, W, 3) in [0, 1]
+        assert np.abs((img * 255).round().astype(int) - ours[i]).max() <= 1
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
@@ -96,6 +181,7 @@ def test_cli_writes_valid_64x64_pngs_for_each_scheduler(pipeline64, tmp_path, sc
             imgs.append(np.array(im))
     info = json.loads((out / "sample_info.json").read_text())
     assert info["scheduler"] == scheduler and info["steps"] == 2 and info["seed"] == 5
+    assert info["evaluations"] == (3 if scheduler == "heun_karras" else 2)  # UNet evaluations per image
     assert "wrote 3" in capsys.readouterr().out
     # file i holds the image of seed + i - 1, as the library makes it
     from diffusers import UNet2DModel
@@ -248,11 +334,13 @@ def test_rerun_through_a_relative_model_path_is_the_same_model(pipeline64, tmp_p
     assert rc == 0 and sorted(p.name for p in out.glob("*.png")) == ["00001.png", "00002.png"]
 
 
-def test_the_default_sampler_is_ddpm_with_its_1000_steps(tmp_path):
-    """BENCHMARKS.md section 5: no faster sampler came within 10% of DDPM-1000, so ptt-sample defaults to it."""
+def test_the_default_sampler_is_the_benchmarked_fast_one(tmp_path):
+    """BENCHMARKS.md, "Fast samplers": ptt-sample defaults to the sampler the benchmark picked, at its steps, at no
+    more than 50 UNet evaluations per image."""
     import json
 
     pipe = export_tiny_pipeline(tmp_path / "pipeline", 16)
     assert main(["--model", str(pipe), "--num-images", "1", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
-    assert info["scheduler"] == "ddpm" and info["steps"] == 1000
+    assert info["scheduler"] == DEFAULT_SAMPLER and info["steps"] == DEFAULT_STEPS[DEFAULT_SAMPLER]
+    assert info["evaluations"] <= 50

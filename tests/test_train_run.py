@@ -268,6 +268,8 @@ def test_sigterm_writes_a_usable_checkpoint_and_exits_cleanly(tiny_cfg, ds16, tm
 def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
     from diffusers import DDPMPipeline
 
+    from evaluation.sample import DEFAULT_SAMPLER
+
     run_dir = tmp_path / "fid"
     rc = run(
         tiny_cfg,
@@ -285,6 +287,7 @@ def test_periodic_fid_keeps_and_exports_the_best(tiny_cfg, ds16, tmp_path):
     fids = [r for r in metrics(run_dir) if "fid" in r]
     assert [r["step"] for r in fids] == [2, 4]
     assert all(r["comparable"] is False and np.isfinite(r["fid"]) for r in fids)
+    assert {r["scheduler"] for r in fids} == {DEFAULT_SAMPLER}  # ptt-sample's default sampler
     best = min(fids, key=lambda r: r["fid"])
     saved = json.loads((run_dir / "best" / "metrics.json").read_text())
     assert saved["step"] == best["step"] and saved["fid"] == pytest.approx(best["fid"])

@@ -71,6 +71,20 @@ def test_cosine_schedule_maps_to_diffusers_name():
     assert cfg.noise.scheduler_config()["beta_schedule"] == "squaredcos_cap_v2"
 
 
+def test_grids_and_periodic_fid_default_to_ptt_samples_sampler():
+    from evaluation.sample import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    cfg = load_train_config(None, BASE)
+    assert (cfg.train.sample_scheduler, cfg.train.sample_steps) == (DEFAULT_SAMPLER, DEFAULT_STEPS[DEFAULT_SAMPLER])
+    assert (cfg.eval.fid_scheduler, cfg.eval.fid_steps) == (DEFAULT_SAMPLER, DEFAULT_STEPS[DEFAULT_SAMPLER])
+    cfg = load_train_config(
+        None, [*BASE, "train.sample_scheduler=ddpm", "eval.fid_scheduler=ddim", "eval.fid_steps=7"]
+    )
+    assert (cfg.train.sample_steps, cfg.eval.fid_steps) == (1000, 7)  # null steps: the sampler's own default
+    with pytest.raises(ConfigError, match="eval.fid_scheduler"):
+        load_train_config(None, [*BASE, "eval.fid_scheduler=dpm9"])
+
+
 # -- losses -------------------------------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from common.configio import ConfigError, StrictModel, load_config
 from common.hub import is_repo_id
+from evaluation.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SCHEDULERS
 from training.posthoc_ema import PosthocEmaConfig
 
 __all__ = ["TrainConfig", "derived_figures", "load_train_config", "unet_kwargs", "DEFAULT_UNET"]
@@ -169,8 +170,9 @@ class TrainLoopConfig(StrictModel):
     checkpoints_keep: int = Field(3, ge=1)
     sample_every_steps: int | None = Field(1000, ge=1)  # a grid per checkpoint: grids over time
     sample_num_images: int = Field(16, ge=1)
-    sample_steps: int = Field(50, ge=1)  # DDIM steps for the periodic grids
-    sample_scheduler: Literal["ddim", "ddpm"] = "ddim"
+    # The periodic grids' sampler: ptt-sample's default (BENCHMARKS.md, "Fast samplers"); steps null = its default.
+    sample_scheduler: Literal[SCHEDULERS] = DEFAULT_SAMPLER
+    sample_steps: int | None = Field(None, ge=1)
     sample_batch_size: int = Field(64, ge=1)
     max_nonfinite_in_row: int = Field(20, ge=1)
     # With several processes, how often the ranks agree on a SIGTERM/SIGINT (one all-reduce each time).
@@ -185,6 +187,8 @@ class TrainLoopConfig(StrictModel):
     def _length(self) -> TrainLoopConfig:
         if self.max_steps is None and self.num_epochs is None:
             raise ValueError("set train.max_steps or train.num_epochs")
+        if self.sample_steps is None:
+            self.sample_steps = DEFAULT_STEPS[self.sample_scheduler]
         return self
 
 
@@ -209,13 +213,22 @@ class HubConfig(StrictModel):
 class EvalConfig(StrictModel):
     fid_every_steps: int | None = Field(None, ge=1)  # null: no periodic FID
     fid_num_images: int = Field(1000, ge=2)
-    fid_steps: int = Field(50, ge=1)
+    # The periodic FID's sampler: ptt-sample's default, which ranked one run's checkpoints as 1000-step DDPM did
+    # (BENCHMARKS.md, "Fast samplers"); steps null = its default.
+    fid_scheduler: Literal[SCHEDULERS] = DEFAULT_SAMPLER
+    fid_steps: int | None = Field(None, ge=1)
     fid_extractor: Literal["inception", "substitute"] = "inception"
     fid_inception_path: str | None = None
     fid_batch_size: int = Field(128, ge=1)
     # The attention recipe's held-out EMA loss on fixed test batches (fixed noise and timesteps, so it is comparable).
     heldout_every_steps: int | None = Field(None, ge=1)
     heldout_batches: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _fid_steps(self) -> EvalConfig:
+        if self.fid_steps is None:
+            self.fid_steps = DEFAULT_STEPS[self.fid_scheduler]
+        return self
 
 
 class RefineConfig(StrictModel):

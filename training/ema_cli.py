@@ -7,7 +7,7 @@ or sweep widths and keep the one with the best FID on the held-out split::
     ptt-ema runs/demo --sweep --num-images 1000 --set-best  # -> posthoc_pipelines/ema_sweep.{csv,json,png}, best/
 
 Reconstruction is at the last snapshot's step unless ``--at-step`` names other snapshot steps. The sweep samples
-with the sampler ``ptt-sample`` defaults to (DDPM, 1000 steps; ``--scheduler``/``--steps`` to change it), seeds
+with the sampler ``ptt-sample`` defaults to (``--scheduler``/``--steps`` to change it), seeds
 ``train.seed + 1_000_000`` as the periodic FID, and scores against ``data.dataset_dir:data.test_split`` of the run's
 config with the run's ``eval.fid_extractor`` (``--extractor`` to change it), reference features cached in
 ``<run_dir>/fid_cache``. ``--set-best`` exports the best (step, width) to ``<run_dir>/best``.
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from common.configio import ConfigError
 from common.fileio import atomic_write, atomic_write_json, disk_error_line, os_error_line
+from evaluation.samplers import DEFAULT_SAMPLER
 from training.posthoc_ema import SnapshotError, check_snapshots, plan, reconstruct, reconstructable_range
 
 log = logging.getLogger("ptt.ema")
@@ -49,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default <run_dir>/posthoc_pipelines")
     p.add_argument("--sweep", action="store_true", help="score every width by FID on the held-out split")
     p.add_argument("--num-images", type=int, default=1000)
-    p.add_argument("--scheduler", default="ddpm", help="sampler for the sweep (ptt-sample's default: ddpm)")
+    p.add_argument(
+        "--scheduler", default=DEFAULT_SAMPLER, help=f"sampler for the sweep (ptt-sample's default: {DEFAULT_SAMPLER})"
+    )
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: ptt-sample's for the sampler)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--extractor", choices=("inception", "substitute"), default=None, help="default: the run's")
@@ -140,7 +143,7 @@ def export_widths(run_dir, sigma_rels: list[float], *, at_steps=None, out=None) 
 
 
 def sweep_widths(run_dir, sigma_rels=None, *, at_steps=None, out=None, num_images: int = 1000,
-                 scheduler: str = "ddpm", steps: int | None = None, batch_size: int = 64,
+                 scheduler: str = DEFAULT_SAMPLER, steps: int | None = None, batch_size: int = 64,
                  extractor: str | None = None, set_best: bool = False, device=None) -> list[dict]:  # fmt: skip
     """FID of each reconstructed (step, width) on the held-out split; writes ``ema_sweep.csv``/``.json``/``.png``
     and the best one's pipeline under ``out``; with ``set_best``, also ``<run_dir>/best``. Returns the rows."""
@@ -148,7 +151,8 @@ def sweep_widths(run_dir, sigma_rels=None, *, at_steps=None, out=None, num_image
 
     from evaluation.fid import evaluate
     from evaluation.pipeline import export_pipeline
-    from evaluation.sample import DEFAULT_STEPS, SCHEDULERS, generate
+    from evaluation.sample import generate
+    from evaluation.samplers import DEFAULT_STEPS, SCHEDULERS
 
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")

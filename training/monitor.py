@@ -162,7 +162,7 @@ def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
         seed=cfg.train.seed + 1_000_000,
         steps=e.fid_steps,
         batch_size=e.fid_batch_size,
-        scheduler="ddim",
+        scheduler=e.fid_scheduler,
     )
     row, failure = [None], None
     if accelerator.is_main_process:
@@ -182,7 +182,7 @@ def evaluate_fid(accelerator, cfg: TrainConfig, sample_ema) -> dict:
             scored = {
                 k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in res.items()
             }
-            row = [{**scored, "scheduler": "ddim", "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
+            row = [{**scored, "scheduler": e.fid_scheduler, "steps": e.fid_steps, "seed": cfg.train.seed + 1_000_000}]
     row = broadcast_object_list(row)[0]
     if failure is not None:
         raise failure
