@@ -188,17 +188,17 @@ class BudgetClock:
         self.accounted = self.t0  # session time up to here is in state.spent_s
         self.paused = 0.0
         self.session_steps = 0  # steps ended in this session
-        self.planned = False  # this session's first plan is made
+        self.planned = False  # a plan was made in this session (at its start on --resume, or after the warm-up)
 
     def after_step(self) -> bool:
-        """Record one optimizer step's time; True when this session's first plan is due (after the warm-up)."""
+        """Record one optimizer step's time; True when this session's warm-up is timed: a plan is due."""
         now = self.clock()
         dt, self.last = now - self.last - self.paused, now
         self.paused = 0.0
         self.session_steps += 1
         if self.session_steps > SKIP_STEPS:
             self.state.observe_steps(steps=1, seconds=max(dt, 0.0))
-        return not self.planned and self.session_steps >= SKIP_STEPS + WARMUP_STEPS
+        return self.session_steps == SKIP_STEPS + WARMUP_STEPS
 
     @contextlib.contextmanager
     def timed(self, kind: str):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import os
@@ -117,6 +118,13 @@ def dry_run(cfg: TrainConfig) -> int:
     precision = resolve_mixed_precision(cfg.train.mixed_precision)
     figs = {"parameters": count_parameters(build_unet(cfg)), **derived_figures(cfg, n, world)}
     figs["mixed_precision"] = f"{precision.effective} (from {precision.source})"
+    if cfg.train.batch_size == "auto":
+        figs["batch_size"] = "auto: probed at the start on CUDA (training/autobatch.py); the figures here are at 16"
+    if cfg.train.time_budget is not None:
+        figs["time_budget"] = (
+            f"{cfg.train.time_budget} ({cfg.train.time_budget_s:.0f} s): total_steps is planned after a warm-up "
+            "from the measured step time" + (", at most the figure above" if figs["total_steps"] < 10**9 else "")
+        )
     print(dump_config(cfg), end="")
     print("# derived")
     for k, v in figs.items():
@@ -133,11 +141,14 @@ def train(cfg: TrainConfig, *, resume: str | None = None) -> int:
     from tqdm.auto import tqdm
 
     run = setup(cfg, resume)
+    cfg = run.cfg  # train.batch_size=auto is resolved there
     t, state, accelerator = cfg.train, run.state, run.accelerator
     stats, clock, stop = StepStats.zeros(accelerator.device), Clock(state.step), StopFlag()
     stop.install()
     exit_code, reason = EXIT_OK, "done"
     pbar = tqdm(total=run.total_steps, initial=state.step, disable=not run.is_main, desc="train", dynamic_ncols=True)
+    if run.budget is not None and state.budget.step_s is not None:  # resumed: re-plan from what the run measured
+        plan_budget(run, pbar)
     while state.step < run.total_steps:
         set_lr(run.optimizer, run.optim, state.step, run.total_steps, run.lr_anchor)  # a pure function of the step
         optimizer_step(
@@ -278,6 +289,8 @@ def setup(cfg: TrainConfig, resume: str | None) -> Run:
         test_u8 = load_images(d.dataset_dir, split=d.test_split, required=False, **source)
         if test_u8 is None:
             log.warning("no %r split: held-out loss and FID are off", d.test_split)
+    cfg = resolve_auto_batch(cfg, accelerator, len(train_u8), ckpt, precision=precision.effective)
+    t = cfg.train
     figs = derived_figures(cfg, len(train_u8), world)
     if cfg.eval.fid_every_steps and test_u8 is not None and d.dataset_dir is None:  # fail now, not after hours
         raise ConfigError(
@@ -396,7 +409,7 @@ def plan_budget(run: Run, pbar) -> None:
     if state.step >= warm:
         progress = decay_progress(state.step, warmup_steps=warm, total_steps=run.total_steps, anchor=run.lr_anchor)
     eval_full, eval_per_step = budget_priors(run, b.step_s or 0.0)
-    if not clock.planned and b.budget_s < (minimum := b.minimum_s(elapsed_s=0.0, eval_prior_s=eval_full)):
+    if b.total_steps is None and b.budget_s < (minimum := b.minimum_s(elapsed_s=0.0, eval_prior_s=eval_full)):
         raise ConfigError(
             f"train.time_budget={t.time_budget}: too short for this run here; it needs at least "
             f"{math.ceil(minimum)} s "
@@ -424,6 +437,69 @@ def plan_budget(run: Run, pbar) -> None:
             b.total_steps - state.step, b.total_steps, row["budget_estimated_end_s"],
         )  # fmt: skip
         append_metrics(run.metrics_path, row)
+
+
+def resolve_auto_batch(cfg: TrainConfig, accelerator, n_train: int, ckpt: Path | None, *, precision: str):
+    """Collective: ``cfg`` with train.batch_size=auto replaced by a batch (a copy; unchanged without auto): the
+    checkpoint's on --resume, 16 on the CPU, else the main process's probe (training/autobatch.py), broadcast to
+    every rank; the probe table goes to ``<run_dir>/autobatch.json``."""
+    from training.checkpoint import read_meta
+    from training.config import AUTO_FALLBACK_BATCH
+
+    t, world = cfg.train, accelerator.num_processes
+    if t.batch_size != "auto":
+        return cfg
+    if t.max_steps is not None:
+        log.info(
+            "train.batch_size=auto with train.max_steps=%d: the images seen (max_steps x the probed batch) depend "
+            "on the GPU; set train.num_epochs or train.time_budget instead to fix the data or the time", t.max_steps
+        )  # fmt: skip
+    rows = None
+    if ckpt is not None and "batch_size" in (meta := read_meta(ckpt)):
+        batch, why = int(meta["batch_size"]), f"the batch of the checkpoint resumed ({ckpt.name})"
+    elif accelerator.device.type != "cuda":
+        batch, why = AUTO_FALLBACK_BATCH, f"no GPU to probe on the {accelerator.device.type}: the presets' batch"
+    else:
+        batch, rows = probe_auto_batch(cfg, accelerator, n_train, precision=precision)
+        why = "the smallest within 10% of the best images/s probed"
+    log.info("train.batch_size=auto: %d per device (%s)", batch, why)
+    if rows is not None and accelerator.is_main_process:
+        from training.autobatch import AUTO_TOLERANCE
+
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        table = {"device": str(accelerator.device), "world_size": world, "mixed_precision": precision,
+                 "tolerance": AUTO_TOLERANCE, "chosen": batch, "rows": rows}  # fmt: skip
+        atomic_write(Path(cfg.run_dir) / "autobatch.json", json.dumps(table, indent=2) + "\n")
+    resolved = cfg.model_copy(deep=True)
+    resolved.train.batch_size = batch
+    return resolved
+
+
+def probe_auto_batch(cfg: TrainConfig, accelerator, n_train: int, *, precision: str) -> tuple[int, list | None]:
+    """Collective: the main process probes images/s at growing batches; every rank gets its choice."""
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    from training.autobatch import MAX_AUTO_BATCH, choose_batch, measure_images_per_s, probe_batches
+
+    world = accelerator.num_processes
+    choice: list = [None, None, None]
+    if accelerator.is_main_process:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        measure = partial(measure_images_per_s, cfg, accelerator.device, dtype=dtype,
+                          channels_last=cfg.train.channels_last)  # fmt: skip
+        start = min(cfg.optim.reference_batch, max(1, n_train // world))
+        rows = probe_batches(measure, start=start, limit=min(MAX_AUTO_BATCH, max(start, n_train // world)),
+                             oom_errors=(torch.OutOfMemoryError,))  # fmt: skip
+        try:
+            choice = [choose_batch(rows), rows, None]
+        except ValueError as exc:
+            choice = [None, rows, f"train.batch_size=auto: {exc} on {accelerator.device}; set a smaller batch"]
+    if world > 1:
+        choice = broadcast_object_list(choice)
+    if choice[2] is not None:
+        raise ConfigError(choice[2])
+    return choice[0], choice[1]
 
 
 def resume_from(run: Run, ckpt: Path | None, resume: str | None) -> None:
