@@ -218,7 +218,7 @@ class TrainLoopConfig(StrictModel):
     @model_validator(mode="after")
     def _length(self) -> TrainLoopConfig:
         if self.max_steps is None and self.num_epochs is None and self.time_budget is None:
-            raise ValueError("set train.max_steps, train.num_epochs or train.time_budget")
+            raise ValueError("set train.max_steps or train.num_epochs (or train.time_budget)")
         if self.batch_size == "auto" and self.grad_accum_steps > 1:
             raise ValueError(
                 "train.batch_size=auto picks the per-device batch that fills the GPU, so accumulation has nothing "
