@@ -8,11 +8,13 @@ takes fewer steps). Everything else is ``benchmarks/bench_quality.py``'s frame (
 a small CNN's features against a real-data floor), and its functions train and score each run, so this ranks
 rules; it is not a face FID and says nothing about GPU throughput.
 
-A second seed is trained for every run within ``--second-seed-within`` (10%) of the best final FD in its regime.
+A second seed is trained for every run within ``--second-seed-within`` (10%) of the best final FD in its regime
+(``--all-seeds 0 1``: every run at both seeds; with ``--reuse`` the runs already done are read back).
 
 Example::
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_scaling.py               # both regimes, ~1 h on 2 cores
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_scaling.py --steps 150 --images 4800 --points 1 \
+        --curve-steps 25 --all-seeds 0 1                                # what BENCHMARKS.md section 6 ran
     python benchmarks/bench_scaling.py --batches 16 64 --rules none sqrt --steps 150 --images 4800
 """
 
@@ -96,6 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--regimes", nargs="+", default=["images", "steps"], choices=["images", "steps"])
     p.add_argument("--points", type=int, default=2, help="checkpoints scored per run")
     p.add_argument("--second-seed-within", type=float, default=0.10)
+    p.add_argument("--all-seeds", type=int, nargs="*", default=None, help="train every run at these seeds instead")
     p.add_argument("--num-images", type=int, default=500)
     p.add_argument("--curve-scheduler", default="ddim")
     p.add_argument("--curve-steps", type=int, default=50)
@@ -129,8 +132,9 @@ def main(argv=None) -> int:
     for regime in args.regimes:
         finals = {}
         plan = runs(args.batches, args.rules)
-        for seed in (0, 1):
-            names = [n for n, _, _ in plan] if seed == 0 else best_within(finals, args.second_seed_within)
+        for seed in args.all_seeds or (0, 1):
+            every = seed == 0 or args.all_seeds is not None
+            names = [n for n, _, _ in plan] if every else best_within(finals, args.second_seed_within)
             for name, batch, rule in plan:
                 if name not in names:
                     continue
