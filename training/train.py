@@ -449,8 +449,9 @@ def resolve_auto_batch(cfg: TrainConfig, accelerator, n_train: int, ckpt: Path |
     t, world = cfg.train, accelerator.num_processes
     if t.batch_size != "auto":
         return cfg
+    say = log.info if accelerator.is_main_process else log.debug  # once, not once per rank
     if t.max_steps is not None:
-        log.info(
+        say(
             "train.batch_size=auto with train.max_steps=%d: the images seen (max_steps x the probed batch) depend "
             "on the GPU; set train.num_epochs or train.time_budget instead to fix the data or the time", t.max_steps
         )  # fmt: skip
@@ -462,7 +463,7 @@ def resolve_auto_batch(cfg: TrainConfig, accelerator, n_train: int, ckpt: Path |
     else:
         batch, rows = probe_auto_batch(cfg, accelerator, n_train, precision=precision)
         why = "the smallest within 10% of the best images/s probed"
-    log.info("train.batch_size=auto: %d per device (%s)", batch, why)
+    say("train.batch_size=auto: %d per device (%s)", batch, why)
     if rows is not None and accelerator.is_main_process:
         from training.autobatch import AUTO_TOLERANCE
 
