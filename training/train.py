@@ -20,6 +20,11 @@ Run directory (contracts.md section 4)::
     <run_dir>/pipeline/                        exported DDPMPipeline (EMA weights, safetensors) + training_config.yaml
     <run_dir>/best/                            the same for the best checkpoint by FID (when eval.fid_every_steps)
     <run_dir>/curves.png, samples_over_time.png
+    <run_dir>/autobatch.json                   train.batch_size=auto on CUDA: the images/s probe and the choice
+
+Batch, lr and time: ``optim.lr_scaling`` scales lr and warm-up to the effective batch (training/scaling.py);
+``train.batch_size=auto`` probes the batch on CUDA (:func:`resolve_auto_batch`, training/autobatch.py);
+``train.time_budget`` plans the steps from measured times (:func:`plan_budget`, training/budget.py).
 
 Determinism and resume: the batch order, augmentation, noise and timesteps of micro-step k on rank r come from
 generators seeded by (seed, r, k) (training/data.py), and the LR is a pure function of the step, so
