@@ -77,6 +77,7 @@ class RunState:
         self.nonfinite_total = 0
         self.best_fid: float | None = None
         self.best_step: int | None = None
+        self.budget = None  # training.budget.BudgetState with train.time_budget: what is left of it, and the plan
 
     def state_dict(self) -> dict:
         return {
@@ -84,6 +85,7 @@ class RunState:
             "nonfinite_total": self.nonfinite_total,
             "best_fid": self.best_fid,
             "best_step": self.best_step,
+            "budget": None if self.budget is None else self.budget.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -91,6 +93,10 @@ class RunState:
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.best_fid = state.get("best_fid")
         self.best_step = state.get("best_step")
+        if state.get("budget") is not None:
+            from training.budget import BudgetState
+
+            self.budget = BudgetState.from_state_dict(state["budget"])
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

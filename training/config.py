@@ -137,6 +137,12 @@ class OptimConfig(StrictModel):
     max_grad_norm: float | None = Field(1.0, gt=0.0)  # null: no clipping (the norm is still measured)
     # Fused AdamW (CPU and CUDA): one kernel per step, and it skips a non-finite step on the device.
     fused: bool = True
+    # How lr follows the effective batch (batch_size x grad_accum_steps x processes) away from reference_batch:
+    # none keeps lr; sqrt multiplies it by sqrt(batch / reference_batch); linear by batch / reference_batch. A scaled
+    # rule also scales lr_warmup_steps by reference_batch / batch, so the warm-up spans the same images seen
+    # (training/scaling.py; BENCHMARKS.md "Batch and learning-rate scaling (proxy)" measured the rules).
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    reference_batch: int = Field(16, ge=1)  # the effective batch the preset's lr and warm-up were tuned at
 
 
 class EmaConfig(StrictModel):
@@ -153,11 +159,17 @@ class EmaConfig(StrictModel):
 
 class TrainLoopConfig(StrictModel):
     seed: int = 0
-    batch_size: int = Field(16, ge=1)  # per device; the attention recipe used 16
+    # Per device; the attention recipe used 16. "auto": on CUDA, the smallest batch within 10% of the best images/s
+    # a short probe finds (training/autobatch.py, table in <run_dir>/autobatch.json); on the CPU, 16.
+    batch_size: int | Literal["auto"] = Field(16)
     grad_accum_steps: int = Field(1, ge=1)
-    # Total optimizer steps; when null, num_epochs x steps per epoch.
+    # Total optimizer steps; when null, num_epochs x steps per epoch. With time_budget, an upper bound.
     max_steps: int | None = Field(None, ge=1)
     num_epochs: int | None = Field(None, ge=1)
+    # Wall-clock budget ("45m", "2h", "1h30m", or seconds): after a short warm-up the trainer measures its step and
+    # evaluation time and sets the number of steps so that the lr schedule ends, and the final checkpoint, export
+    # and FID are written, inside it; re-planned at each checkpoint, carried over by --resume (training/budget.py).
+    time_budget: str | int | None = None
     # null: whatever `accelerate launch --mixed_precision` / `accelerate config` chose (fp32 without either);
     # a value here wins over the launcher (with a warning when they disagree). See training/accel.py.
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
@@ -183,10 +195,37 @@ class TrainLoopConfig(StrictModel):
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # YAML reads a bare `no` (mixed_precision=no) as false
 
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive int or auto")
+        return value
+
+    @field_validator("time_budget")
+    @classmethod
+    def _duration(cls, value: str | int | None) -> str | int | None:
+        from training.budget import MIN_BUDGET_S, parse_duration
+
+        if value is not None and parse_duration(value) < MIN_BUDGET_S:
+            raise ValueError(f"{value!r} is below the minimum of {MIN_BUDGET_S} s (one warm-up, one checkpoint)")
+        return value
+
+    @property
+    def time_budget_s(self) -> float | None:
+        from training.budget import parse_duration
+
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
     @model_validator(mode="after")
     def _length(self) -> TrainLoopConfig:
-        if self.max_steps is None and self.num_epochs is None:
-            raise ValueError("set train.max_steps or train.num_epochs")
+        if self.max_steps is None and self.num_epochs is None and self.time_budget is None:
+            raise ValueError("set train.max_steps or train.num_epochs (or train.time_budget)")
+        if self.batch_size == "auto" and self.grad_accum_steps > 1:
+            raise ValueError(
+                "train.batch_size=auto picks the per-device batch that fills the GPU, so accumulation has nothing "
+                "to make up for; set train.grad_accum_steps=1, or a fixed train.batch_size to accumulate"
+            )
         if self.sample_steps is None:
             self.sample_steps = DEFAULT_STEPS[self.sample_scheduler]
         return self
@@ -334,12 +373,29 @@ def unet_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
-def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
+# train.batch_size=auto where nothing is probed (the CPU, --dry-run): the batch the presets' lr was tuned at.
+AUTO_FALLBACK_BATCH = 16
+# Steps before a time budget's first plan (training/budget.py) when neither max_steps nor num_epochs bounds the run.
+UNBOUNDED_STEPS = 10**9
+
+
+def derived_figures(cfg: TrainConfig, n_train: int, world: int, *, batch_size: int | None = None) -> dict:
+    """Batch arithmetic, steps and the scaled lr; ``batch_size`` is the per-device batch when the config says auto
+    (default: :data:`AUTO_FALLBACK_BATCH`)."""
+    from training.scaling import scaled_optim
+
     t = cfg.train
-    effective_batch = t.batch_size * t.grad_accum_steps * world
+    batch = batch_size or (t.batch_size if isinstance(t.batch_size, int) else AUTO_FALLBACK_BATCH)
+    effective_batch = batch * t.grad_accum_steps * world
     steps_per_epoch = max(1, n_train // effective_batch)  # whole batches per pass
     # num_epochs: enough steps for that many passes over the images (the batch stream crosses epoch borders)
-    total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.num_epochs * n_train / effective_batch))
+    if t.max_steps is not None:
+        total = t.max_steps
+    elif t.num_epochs is not None:
+        total = max(1, math.ceil(t.num_epochs * n_train / effective_batch))
+    else:  # time_budget alone: the budget planner sets it after its warm-up
+        total = UNBOUNDED_STEPS
+    optim = scaled_optim(cfg.optim, effective_batch)
     return {
         "world_size": world,
         "train_images": n_train,
@@ -347,6 +403,8 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
+        "lr": f"{optim.lr:.3g} ({cfg.optim.lr_scaling} scaling of {cfg.optim.lr:.3g} from batch "
+        f"{cfg.optim.reference_batch} to {effective_batch}), warm-up {optim.lr_warmup_steps} steps",
     }
 
 

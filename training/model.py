@@ -22,6 +22,7 @@ __all__ = [
     "build_unet",
     "build_noise_scheduler",
     "build_optimizer",
+    "decay_progress",
     "lr_lambda",
     "count_parameters",
     "unet_flops_per_image",
@@ -55,14 +56,35 @@ def build_optimizer(params, cfg: TrainConfig, *, device_type: str) -> torch.opti
     return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps, fused=fused)
 
 
-def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0) -> float:
+def decay_progress(
+    step: int, *, warmup_steps: int, total_steps: int, anchor: tuple[int, float] | None = None
+) -> float:
+    """The fraction of the decay done at ``step`` (0 at the end of the warm-up, 1 at ``total_steps``).
+
+    ``anchor`` = (s0, p0): a plan changed at step s0 where the decay had reached p0 (training/budget.py); from s0 on
+    the rest of the decay, 1 - p0, is spread evenly over the steps left, so the LR does not jump."""
+    if anchor is not None and step >= anchor[0] and anchor[0] >= warmup_steps:
+        s0, p0 = anchor
+        return min(1.0, p0 + (1.0 - p0) * (step - s0) / max(1, total_steps - s0))
+    span = max(1, total_steps - warmup_steps)
+    return min(1.0, (step - warmup_steps) / span)
+
+
+def lr_lambda(
+    step: int,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    schedule: str,
+    min_ratio: float = 0.0,
+    anchor: tuple[int, float] | None = None,
+) -> float:
     """LR multiplier at optimizer step ``step``: linear warmup, then cosine/linear decay to ``min_ratio``, or flat."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    progress = decay_progress(step, warmup_steps=warmup_steps, total_steps=total_steps, anchor=anchor)
     if schedule == "cosine":
         decay = 0.5 * (1.0 + math.cos(math.pi * progress))
     elif schedule == "linear":

@@ -159,12 +159,15 @@ def skip_nonfinite(grad_norm, optimizer, stats: StepStats, *, scaler=None) -> bo
     return bool(bad)
 
 
-def set_lr(optimizer, optim: OptimConfig, step: int, total_steps: int) -> float:
-    """Set (and return) the LR of optimizer step ``step``: ``optim.lr`` times the warm-up and decay schedule."""
+def set_lr(
+    optimizer, optim: OptimConfig, step: int, total_steps: int, anchor: tuple[int, float] | None = None
+) -> float:
+    """Set (and return) the LR of optimizer step ``step``: ``optim.lr`` times the warm-up and decay schedule
+    (``anchor``: where a time budget's re-plan bent the decay, see training/budget.py)."""
     from training.model import lr_lambda
 
     lr = optim.lr * lr_lambda(step, warmup_steps=optim.lr_warmup_steps, total_steps=total_steps,
-                              schedule=optim.lr_schedule, min_ratio=optim.min_lr_ratio)  # fmt: skip
+                              schedule=optim.lr_schedule, min_ratio=optim.min_lr_ratio, anchor=anchor)  # fmt: skip
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

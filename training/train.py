@@ -20,6 +20,11 @@ Run directory (contracts.md section 4)::
     <run_dir>/pipeline/                        exported DDPMPipeline (EMA weights, safetensors) + training_config.yaml
     <run_dir>/best/                            the same for the best checkpoint by FID (when eval.fid_every_steps)
     <run_dir>/curves.png, samples_over_time.png
+    <run_dir>/autobatch.json                   train.batch_size=auto on CUDA: the images/s probe and the choice
+
+Batch, lr and time: ``optim.lr_scaling`` scales lr and warm-up to the effective batch (training/scaling.py);
+``train.batch_size=auto`` probes the batch on CUDA (:func:`resolve_auto_batch`, training/autobatch.py);
+``train.time_budget`` plans the steps from measured times (:func:`plan_budget`, training/budget.py).
 
 Determinism and resume: the batch order, augmentation, noise and timesteps of micro-step k on rank r come from
 generators seeded by (seed, r, k) (training/data.py), and the LR is a pure function of the step, so
@@ -38,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -67,6 +74,7 @@ from training.checkpoint import (  # noqa: E402
 )
 from training.config import TrainConfig, derived_figures, load_train_config  # noqa: E402
 from training.metrics import append_metrics, latest_fid, truncate_metrics  # noqa: E402
+from training.scaling import scaled_optim  # noqa: E402
 from training.signals import StopFlag  # noqa: E402
 from training.step import BatchSource, StepStats, build_ema, optimizer_step, set_lr  # noqa: E402
 
@@ -122,6 +130,13 @@ def dry_run(cfg: TrainConfig) -> int:
     precision = resolve_mixed_precision(cfg.train.mixed_precision)
     figs = {"parameters": count_parameters(build_unet(cfg)), **derived_figures(cfg, n, world)}
     figs["mixed_precision"] = f"{precision.effective} (from {precision.source})"
+    if cfg.train.batch_size == "auto":
+        figs["batch_size"] = "auto: probed at the start on CUDA (training/autobatch.py); the figures here are at 16"
+    if cfg.train.time_budget is not None:
+        figs["time_budget"] = (
+            f"{cfg.train.time_budget} ({cfg.train.time_budget_s:.0f} s): total_steps is planned after a warm-up "
+            "from the measured step time" + (", at most the figure above" if figs["total_steps"] < 10**9 else "")
+        )
     print(dump_config(cfg), end="")
     print("# derived")
     for k, v in figs.items():
@@ -143,19 +158,24 @@ def train_owned(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack
     from tqdm.auto import tqdm
 
     run = setup(cfg, resume, held)
+    cfg = run.cfg  # train.batch_size=auto is resolved there
     t, state, accelerator = cfg.train, run.state, run.accelerator
     stats, clock, stop = StepStats.zeros(accelerator.device), Clock(state.step), StopFlag()
     stop.install()
     exit_code, reason = EXIT_OK, "done"
     pbar = tqdm(total=run.total_steps, initial=state.step, disable=not run.is_main, desc="train", dynamic_ncols=True)
+    if run.budget is not None and state.budget.step_s is not None:  # resumed: re-plan from what the run measured
+        plan_budget(run, pbar)
     while state.step < run.total_steps:
-        set_lr(run.optimizer, cfg.optim, state.step, run.total_steps)  # a pure function of the step
+        set_lr(run.optimizer, run.optim, state.step, run.total_steps, run.lr_anchor)  # a pure function of the step
         optimizer_step(
             accelerator, run.unet, run.optimizer, cfg, run.batches, stats, step=state.step,
             alphas_cumprod=run.alphas_cumprod, ema=run.ema, rank=accelerator.process_index,
             channels_last=run.channels_last, lpips_net=run.lpips_net,
         )  # fmt: skip
         state.step += 1
+        if run.budget is not None and run.budget.after_step():  # the warm-up is timed: the first plan
+            plan_budget(run, pbar)
         if run.posthoc is not None:  # every step; a snapshot every ema.posthoc.snapshot_every_steps and at the end
             run.posthoc.update(
                 accelerator.unwrap_model(run.unet).parameters(), state.step, last=state.step == run.total_steps
@@ -167,10 +187,14 @@ def train_owned(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack
                 exit_code, reason = EXIT_NONFINITE, nonfinite_reason(run_of_bad, t.max_nonfinite_in_row)
                 break
         with clock.paused():  # evaluation and checkpoint time is left out of images_per_s
-            failed = periodic_eval(run)
+            with budget_timed(run, "eval", eval_due(run)):
+                failed = periodic_eval(run)
             stopping = stop_agreed(run, stop)
             if stopping or failed or run.due(t.checkpoint_every_steps):
-                save(run)  # a failed evaluation costs no training: this step is checkpointed before the stop
+                if not (stopping or failed):
+                    replan_at_checkpoint(run, pbar)
+                with budget_timed(run, "checkpoint", True):
+                    save(run)  # a failed evaluation costs no training: this step is checkpointed before the stop
         if failed:
             exit_code, reason = EXIT_EVAL, f"{failed}; checkpointed"
             break
@@ -180,6 +204,12 @@ def train_owned(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack
     pbar.close()
     stop.uninstall()
     return finish(run, exit_code, reason)
+
+
+def replan_at_checkpoint(run: Run, pbar) -> None:
+    """``train.time_budget``: after the warm-up, each checkpoint re-plans the steps left (saved with it)."""
+    if run.budget is not None and run.budget.planned and run.state.step < run.total_steps:
+        plan_budget(run, pbar)
 
 
 @dataclass
@@ -205,6 +235,14 @@ class Run:
     effective_batch: int
     channels_last: bool
     lpips_net: Any  # the refine phase's LPIPS net, or None
+    optim: Any  # the optim section with lr and warm-up scaled to effective_batch (training/scaling.py)
+    budget: Any = None  # training.budget.BudgetClock with train.time_budget, else None
+    budget_cap: int | None = None  # the steps max_steps / num_epochs allow; None: the budget alone decides
+
+    @property
+    def lr_anchor(self) -> tuple[int, float] | None:
+        """Where a time budget's re-plan bent the lr decay (None: the plain schedule)."""
+        return None if self.state.budget is None else self.state.budget.anchor
 
     @property
     def run_dir(self) -> Path:
@@ -281,6 +319,8 @@ def setup(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack) -> R
         test_u8 = load_images(d.dataset_dir, split=d.test_split, required=False, **source)
         if test_u8 is None:
             log.warning("no %r split: held-out loss and FID are off", d.test_split)
+    cfg = resolve_auto_batch(cfg, accelerator, len(train_u8), ckpt, precision=precision.effective)
+    t = cfg.train
     figs = derived_figures(cfg, len(train_u8), world)
     if cfg.eval.fid_every_steps and test_u8 is not None:  # fail now, not after hours
         if d.dataset_dir is None:
@@ -320,10 +360,12 @@ def setup(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack) -> R
         test_u8=test_u8, alphas_cumprod=noise_sched.alphas_cumprod.to(device),
         scheduler_config=dict(noise_sched.config), config_yaml=dump_config(cfg), custom_objects=custom_objects,
         pusher=None, total_steps=figs["total_steps"], effective_batch=figs["effective_batch"],
-        channels_last=channels_last, lpips_net=lpips_net,
+        channels_last=channels_last, lpips_net=lpips_net, optim=scaled_optim(cfg.optim, figs["effective_batch"]),
     )  # fmt: skip
 
     resume_from(run, ckpt, resume)
+    if t.time_budget is not None:
+        start_budget(run, cap=None if t.max_steps is None and t.num_epochs is None else figs["total_steps"])
     # -- the run directory: written only once the data, model, LPIPS and checkpoint are known good --
     if not owned:
         lock_run_dir(accelerator, run_dir, held)
@@ -335,6 +377,164 @@ def setup(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack) -> R
     if run.is_main:
         log_banner(run, figs, precision_source=precision.source, augment_on=augment_on)
     return run
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The time budget (train.time_budget): the planning is in training/budget.py; these are the loop's hooks
+
+
+def start_budget(run: Run, *, cap: int | None) -> None:
+    """Start this session's budget clock: a new budget, or the one a resumed checkpoint carries (what is left)."""
+    from training.budget import BudgetClock, BudgetState
+
+    t, state = run.cfg.train, run.state
+    if state.budget is None:
+        state.budget = BudgetState(budget_s=t.time_budget_s)
+    elif state.budget.budget_s != t.time_budget_s:
+        log.info("train.time_budget: %s now (was %.0f s); %.0f s already spent", t.time_budget,
+                 state.budget.budget_s, state.budget.spent_s)  # fmt: skip
+        state.budget.budget_s = t.time_budget_s
+    if state.budget.total_steps is not None:  # the last plan, until this session's warm-up re-plans
+        run.total_steps = state.budget.total_steps
+    run.budget = BudgetClock(state.budget)
+    run.budget_cap = cap
+
+
+def budget_timed(run: Run, kind: str, due: bool):
+    """Time an evaluation or checkpoint for the budget (a no-op without one, or when nothing is due)."""
+    return run.budget.timed(kind) if run.budget is not None and due else contextlib.nullcontext()
+
+
+def eval_due(run: Run) -> bool:
+    """Whether :func:`periodic_eval` does anything at this step."""
+    e, t = run.cfg.eval, run.cfg.train
+    held_out = run.test_u8 is not None and (run.due(e.heldout_every_steps) or run.due(e.fid_every_steps))
+    return run.due(t.sample_every_steps) or held_out
+
+
+def budget_priors(run: Run, step_s: float) -> tuple[float, float]:
+    """(seconds of one full evaluation, evaluation seconds per step) guessed from the step time, used until an
+    evaluation is timed (:func:`training.budget.eval_prior_s`)."""
+    from training.budget import eval_prior_s
+
+    t, e = run.cfg.train, run.cfg.eval
+    kinds = [(t.sample_every_steps, t.sample_num_images * t.sample_steps)]
+    if run.test_u8 is not None:
+        kinds += [(e.fid_every_steps, e.fid_num_images * e.fid_steps), (e.heldout_every_steps, 0.0)]
+    batch = t.batch_size * t.grad_accum_steps
+    full = sum(eval_prior_s(step_s, batch_size=batch, images_x_steps=work) for every, work in kinds if every)
+    per_step = sum(
+        eval_prior_s(step_s, batch_size=batch, images_x_steps=work) / every for every, work in kinds if every
+    )
+    return full, per_step
+
+
+def plan_budget(run: Run, pbar) -> None:
+    """Collective: (re-)plan the total steps in the time budget from what was measured; the main process decides
+    and broadcasts, so every rank runs the same schedule. Logs the plan and appends it to metrics.jsonl."""
+    from training.budget import BudgetState
+    from training.model import decay_progress
+
+    clock, state, t = run.budget, run.state, run.cfg.train
+    clock.account()
+    b = state.budget
+    warm = run.optim.lr_warmup_steps
+    progress = 0.0
+    if state.step >= warm:
+        progress = decay_progress(state.step, warmup_steps=warm, total_steps=run.total_steps, anchor=run.lr_anchor)
+    eval_full, eval_per_step = budget_priors(run, b.step_s or 0.0)
+    if b.total_steps is None and b.budget_s < (minimum := b.minimum_s(elapsed_s=0.0, eval_prior_s=eval_full)):
+        raise ConfigError(
+            f"train.time_budget={t.time_budget}: too short for this run here; it needs at least "
+            f"{math.ceil(minimum)} s "
+            f"({state.step} steps so far, one more, the final evaluation, checkpoint and export); raise it"
+        )
+    b.replan(step=state.step, progress=progress, cap=run.budget_cap, eval_prior_s=eval_full,
+             overhead_prior_s=eval_per_step)  # fmt: skip
+    if run.accelerator.num_processes > 1:  # the main process's measurements decide for every rank
+        from accelerate.utils import broadcast_object_list
+
+        state.budget = clock.state = BudgetState.from_state_dict(broadcast_object_list([b.state_dict()])[0])
+    b = state.budget
+    clock.planned = True
+    run.total_steps = b.total_steps
+    pbar.total = b.total_steps
+    pbar.refresh()
+    row = {"step": state.step, "budget_s": b.budget_s, "budget_spent_s": round(b.spent_s, 1),
+           "budget_step_s": round(b.step_s or 0.0, 4), "budget_planned_steps": b.total_steps,
+           "budget_estimated_end_s": b.plans[-1][2]}  # fmt: skip
+    if run.is_main:
+        log.info(
+            "time budget %s: %.0f s spent, %.3f s/step, evaluations %s; plan: %d steps (to step %d), ending at "
+            "about %.0f s", t.time_budget, b.spent_s, b.step_s or 0.0,
+            f"{b.eval_total_s:.0f} s over {b.evals}" if b.evals else f"estimated {eval_full:.0f} s each",
+            b.total_steps - state.step, b.total_steps, row["budget_estimated_end_s"],
+        )  # fmt: skip
+        append_metrics(run.metrics_path, row)
+
+
+def resolve_auto_batch(cfg: TrainConfig, accelerator, n_train: int, ckpt: Path | None, *, precision: str):
+    """Collective: ``cfg`` with train.batch_size=auto replaced by a batch (a copy; unchanged without auto): the
+    checkpoint's on --resume, 16 on the CPU, else the main process's probe (training/autobatch.py), broadcast to
+    every rank; the probe table goes to ``<run_dir>/autobatch.json``."""
+    from training.checkpoint import read_meta
+    from training.config import AUTO_FALLBACK_BATCH
+
+    t, world = cfg.train, accelerator.num_processes
+    if t.batch_size != "auto":
+        return cfg
+    say = log.info if accelerator.is_main_process else log.debug  # once, not once per rank
+    if t.max_steps is not None:
+        say(
+            "train.batch_size=auto with train.max_steps=%d: the images seen (max_steps x the probed batch) depend "
+            "on the GPU; set train.num_epochs or train.time_budget instead to fix the data or the time", t.max_steps
+        )  # fmt: skip
+    rows = None
+    if ckpt is not None and "batch_size" in (meta := read_meta(ckpt)):
+        batch, why = int(meta["batch_size"]), f"the batch of the checkpoint resumed ({ckpt.name})"
+    elif accelerator.device.type != "cuda":
+        batch, why = AUTO_FALLBACK_BATCH, f"no GPU to probe on the {accelerator.device.type}: the presets' batch"
+    else:
+        batch, rows = probe_auto_batch(cfg, accelerator, n_train, precision=precision)
+        why = "the smallest within 10% of the best images/s probed"
+    say("train.batch_size=auto: %d per device (%s)", batch, why)
+    if rows is not None and accelerator.is_main_process:
+        from training.autobatch import AUTO_TOLERANCE
+
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        table = {"device": str(accelerator.device), "world_size": world, "mixed_precision": precision,
+                 "tolerance": AUTO_TOLERANCE, "chosen": batch, "rows": rows}  # fmt: skip
+        atomic_write(Path(cfg.run_dir) / "autobatch.json", json.dumps(table, indent=2) + "\n")
+    resolved = cfg.model_copy(deep=True)
+    resolved.train.batch_size = batch
+    return resolved
+
+
+def probe_auto_batch(cfg: TrainConfig, accelerator, n_train: int, *, precision: str) -> tuple[int, list | None]:
+    """Collective: the main process probes images/s at growing batches; every rank gets its choice."""
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    from training.autobatch import MAX_AUTO_BATCH, choose_batch, measure_images_per_s, probe_batches
+
+    world = accelerator.num_processes
+    choice: list = [None, None, None]
+    if accelerator.is_main_process:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        measure = partial(measure_images_per_s, cfg, accelerator.device, dtype=dtype,
+                          channels_last=cfg.train.channels_last)  # fmt: skip
+        start = min(cfg.optim.reference_batch, max(1, n_train // world))
+        rows = probe_batches(measure, start=start, limit=min(MAX_AUTO_BATCH, max(start, n_train // world)),
+                             oom_errors=(torch.OutOfMemoryError,))  # fmt: skip
+        try:
+            choice = [choose_batch(rows), rows, None]
+        except ValueError as exc:
+            choice = [None, rows, f"train.batch_size=auto: {exc} on {accelerator.device}; set a smaller batch"]
+    if world > 1:
+        choice = broadcast_object_list(choice)
+    if choice[2] is not None:
+        raise ConfigError(choice[2])
+    return choice[0], choice[1]
 
 
 def resume_from(run: Run, ckpt: Path | None, resume: str | None) -> None:
@@ -363,10 +563,21 @@ def log_banner(run: Run, figs: dict, *, precision_source: str, augment_on: bool)
         f"***** training: {count_parameters(accelerator.unwrap_model(run.unet)):,} parameters, "
         f"{figs['train_images']} images, batch {t.batch_size} x {t.grad_accum_steps} accum x "
         f"{accelerator.num_processes} processes = {figs['effective_batch']}, {figs['steps_per_epoch']} steps/epoch, "
-        f"{run.total_steps} steps ({figs['epochs']} epochs), from step {run.state.step}, {accelerator.device}, "
+        f"{run.total_steps} steps ({figs['epochs']} epochs), lr {figs['lr']}, from step {run.state.step}, "
+        f"{accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision} (from {precision_source}), augmentation "
         f"{'on' if augment_on else 'off'}{', refine (LPIPS)' if run.lpips_net is not None else ''}"
     )
+    if run.budget is not None:
+        from training.budget import SKIP_STEPS, WARMUP_STEPS
+
+        b = run.state.budget
+        log.info(
+            f"***** time budget {t.time_budget} ({b.budget_s:.0f} s, {b.spent_s:.0f} s spent before): the steps are "
+            f"planned after a {SKIP_STEPS + WARMUP_STEPS}-step warm-up and again at each checkpoint "
+            f"(every {t.checkpoint_every_steps} steps), with the final evaluation, checkpoint and export inside it"
+            + (f"; at most {run.budget_cap} steps" if run.budget_cap else "")
+        )
 
 
 def checked_checkpoint(cfg: TrainConfig, resume: str | None):
@@ -546,6 +757,8 @@ def save(run: Run) -> None:
 
     accelerator, state, t = run.accelerator, run.state, run.cfg.train
     world = accelerator.num_processes
+    if run.budget is not None:  # the checkpoint carries the seconds spent so far
+        run.budget.account()
     epoch = epoch_of(len(run.batches.images), step=state.step * t.grad_accum_steps, batch_size=t.batch_size,
                      world=world)  # fmt: skip
     meta = {"epoch": epoch, "custom_objects": run.custom_objects, **run_identity(run.cfg, world)}
@@ -570,6 +783,10 @@ def finish(run: Run, exit_code: int, reason: str) -> int:
             log.error("the ranks' weights or EMA differ at the end of training: %s", fingerprints)
             exit_code = exit_code or EXIT_DIVERGED
 
+    if run.budget is not None and run.is_main:  # the estimate was logged with each plan; this is the actual
+        b = run.state.budget
+        actual = round(b.spent_s + run.budget.elapsed_s(), 1)
+        append_metrics(run.metrics_path, {"step": state.step, "budget_s": b.budget_s, "budget_actual_s": actual})
     if exit_code == EXIT_NONFINITE:
         save(run)
     elif state.step >= run.total_steps and run.is_main:
