@@ -85,8 +85,7 @@ def test_notebook_runs_top_to_bottom_and_a_second_session_resumes(tmp_path, monk
         "DATA": "folder",
         "DATASET_DIR": str(data),
         "TRAIN_CONFIG": "configs/train/demo.yaml",
-        # None until the trainer has train.time_budget; then "1m" here exercises the budget planner as well
-        "TIME_BUDGET": None,
+        "TIME_BUDGET": "1m",  # passed as train.time_budget (train.max_steps below still ends the tiny run first)
         "MIXED_PRECISION": "auto",
         "TRAIN_OVERRIDES": TINY_TRAIN,
         "NUM_IMAGES": 4,

@@ -164,8 +164,8 @@ def train_owned(cfg: TrainConfig, resume: str | None, held: contextlib.ExitStack
     stop.install()
     exit_code, reason = EXIT_OK, "done"
     pbar = tqdm(total=run.total_steps, initial=state.step, disable=not run.is_main, desc="train", dynamic_ncols=True)
-    if run.budget is not None and state.budget.step_s is not None:  # resumed: re-plan from what the run measured
-        plan_budget(run, pbar)
+    if run.budget is not None and state.budget.step_s is not None and state.step < run.total_steps:
+        plan_budget(run, pbar)  # resumed with steps left: re-plan from what the run measured
     while state.step < run.total_steps:
         set_lr(run.optimizer, run.optim, state.step, run.total_steps, run.lr_anchor)  # a pure function of the step
         optimizer_step(
