@@ -11,7 +11,10 @@ Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...
 ``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
 model, sampler, steps, UNet evaluations per image, seed and dtype; a rerun with other settings into the same folder
 is refused so runs never mix, and a rerun with the same settings skips images already written (whole PNGs of the
-right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning).
+right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning). The settings are checked before
+``sample_info.json`` is written, and it is written before the first PNG; a folder of PNGs without one is refused.
+The run holds ``<out>/.ptt-lock`` (``common.lock``; with several processes, the main one takes it and the others
+wait for its verdict), so a second sampler on the folder is refused in one line naming the owner.
 
 Samplers (``--scheduler``, :data:`SAMPLERS`): a diffusers scheduler class with named settings, built on the model's
 noise schedule (:data:`TRAINING_KEYS` of the pipeline's ``scheduler/scheduler_config.json``). The default,
