@@ -25,10 +25,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_NAME", "FolderBusyError", "FolderLock", "folder_lock", "lock_owner"]
+__all__ = ["LOCK_NAME", "FolderBusyError", "FolderLock", "folder_lock", "lock_on_main_process", "lock_owner"]
 
 LOCK_NAME = ".ptt-lock"
 
@@ -115,3 +115,43 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[FolderLock]:
         yield lock
     finally:
         lock.release()
+
+
+def lock_on_main_process(
+    state,
+    folder: str | os.PathLike,
+    held: contextlib.ExitStack,
+    *,
+    error: type[Exception],
+    describe: Callable[[BaseException], str | None],
+    check: Callable[[], None] | None = None,
+    if_exists: bool = False,
+) -> bool:
+    """Collective, for several processes writing one folder: the main process of ``state`` (an accelerate
+    ``Accelerator`` or ``PartialState``) takes ``folder``'s lock into ``held`` (released when ``held`` closes),
+    then runs ``check`` (its own verdict on the folder's content); every rank waits for that verdict.
+
+    True when taken; False when ``if_exists`` and there is no folder yet (so a run that cannot start leaves
+    nothing behind). When the lock is busy, the folder cannot be made, or ``check`` raises ``error``, every rank
+    raises ``error(describe(exc))`` (``describe`` returns the one line; None re-raises ``exc`` on the main process).
+    """
+    from accelerate.utils import broadcast_object_list
+
+    verdict: list = [None]  # None: taken; "": skipped; else the error line
+    if state.is_main_process:
+        if if_exists and not Path(folder).is_dir():
+            verdict = [""]
+        else:
+            try:
+                held.enter_context(FolderLock(folder))
+                if check is not None:
+                    check()
+            except (FolderBusyError, OSError, error) as exc:
+                line = describe(exc)
+                if line is None:
+                    raise
+                verdict = [line]
+    line = broadcast_object_list(verdict)[0]
+    if line:
+        raise error(line)
+    return line is None

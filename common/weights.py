@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,7 +296,9 @@ def _check_torchscript(path: Path) -> None:
     import torch
 
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch's deprecation notice of jit.load would add lines to a one-line error
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
         raise WeightsError(
             f"{path}: not a loadable TorchScript file ({str(exc).splitlines()[0][:120]}); delete it and download "

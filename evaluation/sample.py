@@ -11,7 +11,10 @@ Output contract (docs/contracts.md section 6): ``<out>/00001.png, 00002.png, ...
 ``sample_size``) RGB PNGs, each written atomically (temp + rename), plus ``<out>/sample_info.json`` recording the
 model, sampler, steps, UNet evaluations per image, seed and dtype; a rerun with other settings into the same folder
 is refused so runs never mix, and a rerun with the same settings skips images already written (whole PNGs of the
-right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning).
+right size; a damaged or foreign ``NNNNN.png`` is written again, with a warning). The settings are checked before
+``sample_info.json`` is written, and it is written before the first PNG; a folder of PNGs without one is refused.
+The run holds ``<out>/.ptt-lock`` (``common.lock``; with several processes, the main one takes it and the others
+wait for its verdict), so a second sampler on the folder is refused in one line naming the owner.
 
 Samplers (``--scheduler``, :data:`SAMPLERS`): a diffusers scheduler class with named settings, built on the model's
 noise schedule (:data:`TRAINING_KEYS` of the pipeline's ``scheduler/scheduler_config.json``). The default,
@@ -36,6 +39,7 @@ Example (library; what the trainer calls)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
@@ -50,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from common.fileio import atomic_write, atomic_write_png, clean_stale_temps, disk_error_line, os_error_line
+from evaluation.pipeline import PipelineError
 from evaluation.samplers import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
@@ -232,24 +237,83 @@ def _existing_indices(out: Path, size: int | None = None) -> set[int]:
 
 
 def _check_info(out: Path, info: dict, *, write: bool) -> None:
+    """Refuse a folder whose samples were made otherwise, or whose PNGs no ``sample_info.json`` accounts for;
+    with ``write``, record ``info`` (before the first PNG, so a folder's PNGs always have their settings)."""
     info_path = out / "sample_info.json"
     if info_path.is_file():
         try:
             old = json.loads(info_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SampleError(
-                f"{info_path}: damaged ({type(exc).__name__}); delete it to sample into {out} again "
-                "(the PNGs already there are checked and kept), or pass a new --out"
+                f"{info_path}: damaged ({type(exc).__name__}), so the settings of the PNGs in {out} are unknown; "
+                "pass a new --out (or an empty folder)"
             ) from None
         if not isinstance(old, dict):
-            raise SampleError(f"{info_path}: not a JSON object; delete it or pass a new --out")
+            raise SampleError(f"{info_path}: not a JSON object, so the settings of the PNGs in {out} are unknown; "
+                              "pass a new --out (or an empty folder)")  # fmt: skip
         keys = ("model", "scheduler", "steps", "seed", "dtype")
         diff = [k for k in keys if old.get(k) != info.get(k)]
         if diff:
             what = ", ".join(f"{k}={old.get(k)!r} (now {info.get(k)!r})" for k in diff)
-            raise SampleError(f"{out}: holds samples made with {what}; pass a new --out or delete that folder")
+            raise SampleError(
+                f"{out}: holds samples made with {what}; pass a new --out (or an empty folder), or rerun with "
+                "those settings to continue it"
+            )
+    elif write and (pngs := sorted(p.name for p in out.iterdir() if p.suffix.lower() == ".png")):
+        raise SampleError(
+            f"{out}: holds {len(pngs)} PNG(s) ({pngs[0]}, ...) but no sample_info.json, so they are not samples "
+            "this tool can continue; pass a new --out (or an empty folder), or move those PNGs away"
+        )
     if write:
         atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+
+
+def sample_info(
+    scheduler_config: dict,
+    *,
+    model_name: str,
+    scheduler: str,
+    steps: int | None,
+    seed: int,
+    dtype=None,
+    num_images: int,
+    batch_size: int = 1,
+) -> dict:
+    """What ``sample_info.json`` records for these settings, after checking them (a :class:`SampleError` names
+    the bad one) -- before anything is written, so a refused run leaves no record of settings it never ran."""
+    if scheduler not in SCHEDULERS:
+        raise SampleError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    steps = int(DEFAULT_STEPS[scheduler] if steps is None else steps)  # --steps 0 is an error, not the default
+    if num_images < 1 or batch_size < 1 or steps < 1:
+        raise SampleError("--num-images, --batch-size and --steps must be at least 1")
+    try:  # e.g. ddpm with more steps than the schedule's train timesteps
+        build_scheduler(scheduler, scheduler_config).set_timesteps(steps)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SampleError(f"--scheduler {scheduler} --steps {steps}: {first}") from None
+    return {
+        "model": model_name,
+        "scheduler": scheduler,
+        "steps": steps,
+        "evaluations": num_evaluations(scheduler, scheduler_config, steps),  # UNet evaluations per image
+        "seed": seed,
+        "dtype": {None: "fp32"}.get(dtype, str(dtype).replace("torch.", "")),
+        "num_images": num_images,
+        "image_i_seed": "seed + i - 1 for file i (1-based)",
+    }
+
+
+def claim_out(out: str | os.PathLike, info: dict, *, write: bool = True) -> Path:
+    """Make ``out``, remove a dead run's half-written PNGs, and check (``write``: record) ``info`` there."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SampleError(f"--out {out}: is a file, not a folder; pass a folder for the PNGs") from None
+    if gone := clean_stale_temps(out):  # an interrupted run's half-written PNGs, if that run is gone
+        log.info("ptt-sample: removed %d leftovers of an interrupted run in %s", len(gone), out)
+    _check_info(out, info, write=write)
+    return out
 
 
 def write_samples(
@@ -272,30 +336,19 @@ def write_samples(
     """Write this rank's share of ``00001.png`` .. into ``out``, skipping those already there; returns a summary."""
     from tqdm.auto import tqdm
 
-    if scheduler not in SCHEDULERS:
-        raise SampleError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    steps = int(DEFAULT_STEPS[scheduler] if steps is None else steps)  # --steps 0 is an error, not the default
-    if num_images < 1 or batch_size < 1 or steps < 1:
-        raise SampleError("--num-images, --batch-size and --steps must be at least 1")
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise SampleError(f"--out {out}: is a file, not a folder; pass a folder for the PNGs") from None
-    if gone := clean_stale_temps(out):  # an interrupted run's half-written PNGs, if that run is gone
-        log.info("ptt-sample: removed %d leftovers of an interrupted run in %s", len(gone), out)
-    dtype_name = {None: "fp32"}.get(dtype, str(dtype).replace("torch.", ""))
-    info = {
-        "model": model_name,
-        "scheduler": scheduler,
-        "steps": steps,
-        "evaluations": num_evaluations(scheduler, scheduler_config, steps),  # UNet evaluations per image
-        "seed": seed,
-        "dtype": dtype_name,
-        "num_images": num_images,
-        "image_i_seed": "seed + i - 1 for file i (1-based)",
-    }
-    _check_info(out, info, write=rank == 0)
+    info = sample_info(
+        scheduler_config,
+        model_name=model_name,
+        scheduler=scheduler,
+        steps=steps,
+        seed=seed,
+        dtype=dtype,
+        num_images=num_images,
+        batch_size=batch_size,
+    )
+    steps = info["steps"]
+    # rank 0 records the settings (and refuses a folder of foreign PNGs); the others check against its record
+    out = claim_out(out, info, write=rank == 0)
     done = _existing_indices(out, getattr(unet.config, "sample_size", None))
     mine = [i for i in range(num_images) if i % world_size == rank]
     todo = [i for i in mine if i not in done]
@@ -363,48 +416,43 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _device(name: str | None):
+    """``--device`` as a torch device, or a :class:`SampleError` naming it (no such type, no such GPU)."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SampleError(f"--device {name}: not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SampleError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise SampleError(f"--device {name}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SampleError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    held = contextlib.ExitStack()  # the sample folder's lock, held by the main process for the whole run
     try:
-        import torch
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-
-        from evaluation.pipeline import PipelineError, load_pipeline
-
-        # PartialState only forms a multi-process CPU group when told it is on the CPU (Accelerator reads the flag)
-        cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (args.device or "").startswith("cpu")
-        state = PartialState(cpu=cpu)
-        device = torch.device(args.device) if args.device else state.device
-        dtype = _dtype(args.dtype)
-        unet, scheduler_config, source = load_pipeline(args.model, device=device)
-        if dtype != torch.float32 and device.type == "cuda":
-            unet.to(dtype)  # pure low-precision weights on the GPU; the scheduler math stays fp32
-        summary = write_samples(
-            unet,
-            scheduler_config,
-            args.out,
-            num_images=args.num_images,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            scheduler=args.scheduler,
-            device=device,
-            dtype=None if dtype == torch.float32 else dtype,
-            rank=state.process_index,
-            world_size=state.num_processes,
-            model_name=source,
-            progress=state.is_local_main_process and not args.no_progress,
-        )
-        state.wait_for_everyone()
+        with held:
+            summary = _run(args, held)
     except (SampleError, PipelineError) as exc:
         print(f"ptt-sample: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only --out: the PNGs already written stay whole
-        line = disk_error_line(exc, args.out) or os_error_line(exc, args.out, "--out")
-        print(f"ptt-sample: error: {line}", file=sys.stderr)
+        print(f"ptt-sample: error: {_out_error_line(exc, args.out)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: every PNG on disk is whole (atomic writes); a rerun skips them
+        print(f"ptt-sample: interrupted; rerun the same command to continue into {args.out}", file=sys.stderr)
+        return 130
     rate = summary["written"] / summary["seconds"] if summary["written"] else 0.0
     print(
         f"ptt-sample: rank {summary['rank']}/{summary['world_size']}: wrote {summary['written']}, skipped "
@@ -412,6 +460,70 @@ def main(argv: list[str] | None = None) -> int:
         f"({summary['evaluations']} UNet evaluations per image) -> {summary['out']}"
     )
     return 0
+
+
+def _out_error_line(exc: BaseException, out: str) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and Path(out).exists() and not Path(out).is_dir():
+        return f"--out {out}: is a file, not a folder; pass a folder for the PNGs"
+    return disk_error_line(exc, out) or os_error_line(exc, out, "--out")
+
+
+def _run(args, held: contextlib.ExitStack) -> dict:
+    """Load, claim ``--out`` (lock and settings, on the main process; every rank waits for its verdict), sample."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from common.lock import FolderBusyError, lock_on_main_process
+    from evaluation.pipeline import load_pipeline
+
+    device = _device(args.device)
+    # PartialState only forms a multi-process CPU group when told it is on the CPU (Accelerator reads the flag)
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (device is not None and device.type == "cpu")
+    state = PartialState(cpu=cpu)
+    device = device or state.device
+    dtype = _dtype(args.dtype)
+    unet, scheduler_config, source = load_pipeline(args.model, device=device)
+    if dtype != torch.float32 and device.type == "cuda":
+        unet.to(dtype)  # pure low-precision weights on the GPU; the scheduler math stays fp32
+    dtype = None if dtype == torch.float32 else dtype
+    info = sample_info(
+        scheduler_config,
+        model_name=source,
+        scheduler=args.scheduler,
+        steps=args.steps,
+        seed=args.seed,
+        dtype=dtype,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+    )
+
+    def describe(exc: BaseException) -> str:
+        if isinstance(exc, FolderBusyError):
+            return f"--out {exc}"
+        return str(exc) if isinstance(exc, SampleError) else _out_error_line(exc, args.out)
+
+    lock_on_main_process(
+        state, args.out, held, error=SampleError, describe=describe, check=lambda: claim_out(args.out, info)
+    )
+    summary = write_samples(
+        unet,
+        scheduler_config,
+        args.out,
+        num_images=args.num_images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        scheduler=args.scheduler,
+        device=device,
+        dtype=dtype,
+        rank=state.process_index,
+        world_size=state.num_processes,
+        model_name=source,
+        progress=state.is_local_main_process and not args.no_progress,
+    )
+    state.wait_for_everyone()
+    return summary
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Case:
     needle: str  # what the error line must name ({w} replaced)
     mount: tuple[str, str] | None = None  # (folder, tmpfs options) for read-only / full-disk rows
     keep: list[str] = field(default_factory=list)  # paths (under {w}) whose bytes must not change
+    no_gpu: bool = False  # the input is only bad on a machine without a CUDA GPU
     logs: bool = False  # the trainer logs its progress (INFO records, tqdm) on stderr before the error line
 
 
@@ -122,6 +123,9 @@ def w(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     (w / "run" / "checkpoints" / "checkpoint-2" / "meta.json").write_text("{cut")
+    for name, text in (("pipe_not_json", "{not json"), ("pipe_wrong_shape", '["not", "a", "config"]')):
+        shutil.copytree(w / "run" / "pipeline", w / name)  # a damaged unet/config.json in a whole pipeline
+        (w / name / "unet" / "config.json").write_text(text)
     (w / "samples_bad_info").mkdir()
     (w / "samples_bad_info" / "sample_info.json").write_text('{"model": "x", "sch')
     return w
@@ -164,6 +168,21 @@ CASES = [
     Case("sample/disk-full", [*SAMPLE, "--out", "{w}/full/s"], "full", mount=("full", "size=4k")),
     Case("sample/bad-sample-info", [*SAMPLE, "--out", "{w}/samples_bad_info"], "sample_info.json",
          keep=["samples_bad_info"]),
+    # a damaged pipeline: blamed on --model (never on --out), and ptt-push --dry-run does not list it as fine
+    *[Case(f"sample/{d}", [*SAMPLE, "--model", f"{{w}}/{d}", "--out", "{w}/s_" + d], f"{d}/unet/config.json",
+           keep=[d]) for d in ("pipe_not_json", "pipe_wrong_shape")],
+    *[Case(f"push/{d}", [str(BIN / "ptt-push"), "--model", f"{{w}}/{d}", "--repo", "u/n", "--dry-run"],
+           f"{d}/unet/config.json", keep=[d]) for d in ("pipe_not_json", "pipe_wrong_shape")],
+    Case("sample/device-banana", [*SAMPLE, "--out", "{w}/s_dev", "--device", "banana"], "--device banana"),
+    Case("sample/device-cuda-without-gpu", [*SAMPLE, "--out", "{w}/s_dev", "--device", "cuda"], "--device cuda",
+         no_gpu=True),
+    # more steps than the schedule has train timesteps (the corrected rerun: tests/test_sample_folder.py)
+    Case("sample/ddpm-steps-2000", [*SAMPLE, "--out", "{w}/s_steps", "--scheduler", "ddpm", "--steps", "2000"],
+         "--steps 2000"),
+    # a folder of PNGs no sample_info.json accounts for (the user's own 00001.png ...)
+    Case("sample/foreign-pngs", [*SAMPLE, "--out", "{w}/gen"], "no sample_info.json", keep=["gen"]),
+    Case("fid/inception-not-a-model", [str(BIN / "ptt-fid"), "--gen", "{w}/gen", "--ref", "{w}/gen", "--inception",
+         "{w}/a_file", "--cache-dir", "{w}/fidcache", "--device", "cpu"], "a_file", keep=["a_file"]),
     Case("train/run-dir-is-a-file", [*TRAIN, "data.dataset_dir={w}/ds_ok", "run_dir={w}/a_file"], "a_file",
          keep=["a_file"], logs=True),
     Case("train/run-dir-read-only", [*TRAIN, "data.dataset_dir={w}/ds_ok", "run_dir={w}/ro/run"], "ro",
@@ -216,6 +235,11 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_one_line_not_a_traceback(case: Case, w: Path):
     sub = lambda s: s.replace("{w}", str(w))  # noqa: E731
+    if case.no_gpu:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
     cmd = [sub(c) for c in case.cmd]
     if case.mount:
         if not UNSHARE:

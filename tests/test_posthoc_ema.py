@@ -415,3 +415,25 @@ def test_ptt_ema_into_an_unwritable_place_is_a_one_line_error(ph_run, tmp_path, 
     blocker.write_text("not a folder")
     err = _one_line_error(capsys, [str(ph_run), "--sigma-rel", "0.05", "--out", str(blocker / "out")])
     assert str(blocker) in err
+
+
+def test_ptt_ema_is_refused_while_another_process_owns_the_run_dir(ph_run, tmp_path, capsys):
+    """A trainer (here a process that only holds the run dir's lock, as the trainer does) owns the run: ptt-ema
+    refuses to write best/ or posthoc_pipelines/ into it, and only reads it when --out is elsewhere."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from common.lock import FolderLock; l = FolderLock(sys.argv[1]); "
+         "print('held', flush=True); sys.stdin.read()", str(ph_run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.relative_to(ph_run) for p in ph_run.rglob("*") if p.name != ".ptt-lock")
+        err = _one_line_error(capsys, [str(ph_run), "--sigma-rel", "0.05"])
+        assert f"pid {holder.pid}" in err and "in use by another process" in err and str(ph_run) in err
+        assert sorted(p.relative_to(ph_run) for p in ph_run.rglob("*") if p.name != ".ptt-lock") == before
+        assert ema_cli.main([str(ph_run), "--sigma-rel", "0.05", "--out", str(tmp_path / "elsewhere")]) == 0
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert ema_cli.main([str(ph_run), "--sigma-rel", "0.05"]) == 0  # the owner is gone: the lock is free
+    assert (ph_run / "posthoc_pipelines" / "sigma_rel-0.050-step-12").is_dir()

@@ -295,6 +295,15 @@ def test_two_processes_via_accelerate_write_their_shares(tmp_path):
     ref = generate(unet, cfg, num_images=5, seed=0, batch_size=5, steps=2, scheduler="ddim")
     got = np.stack([np.array(Image.open(out / f"{i:05d}.png")) for i in range(1, 6)])
     assert np.abs(got.astype(int) - ref).max() <= 1
+    # the main process held the folder's lock; a second launch onto a held folder is refused on every rank
+    from common.lock import FolderLock, lock_owner
+
+    assert lock_owner(out)["command"].startswith("sample.py") or "evaluation.sample" in lock_owner(out)["command"]
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    with FolderLock(out):
+        busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert busy.returncode != 0 and "in use by another process" in busy.stderr, busy.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
 
 
 def test_bf16_autocast_path_stays_close_to_fp32(unet16, sched_cfg):

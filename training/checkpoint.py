@@ -42,7 +42,7 @@ from common.fileio import (
     os_error_line,
     pid_alive,
 )
-from common.lock import FolderBusyError, FolderLock
+from common.lock import FolderBusyError, lock_on_main_process
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -269,23 +269,13 @@ def lock_run_dir(accelerator, run_dir: str | Path, held: contextlib.ExitStack, *
     every rank waits for its verdict. True when taken; False when ``if_exists`` and there is no folder yet (so a
     run that cannot start leaves nothing behind); a :class:`ConfigError` on every rank when another live process
     owns the folder (naming its pid, host and command) or the folder cannot be made."""
-    from accelerate.utils import broadcast_object_list
 
-    verdict: list = [None]  # None: taken; "": skipped; else the error line
-    if accelerator.is_main_process:
-        if if_exists and not Path(run_dir).is_dir():
-            verdict = [""]
-        else:
-            try:
-                held.enter_context(FolderLock(run_dir))
-            except FolderBusyError as exc:
-                verdict = [f"run_dir: {exc}"]
-            except OSError as exc:  # a file where the folder should be, a read-only parent, a full disk
-                verdict = [run_dir_error_line(exc, run_dir)]
-    line = broadcast_object_list(verdict)[0]
-    if line:
-        raise ConfigError(line)
-    return line is None
+    def describe(exc: BaseException) -> str | None:
+        if isinstance(exc, FolderBusyError):
+            return f"run_dir: {exc}"
+        return run_dir_error_line(exc, run_dir)  # a file where the folder should be, a read-only parent, full disk
+
+    return lock_on_main_process(accelerator, run_dir, held, error=ConfigError, describe=describe, if_exists=if_exists)
 
 
 def _remove_checkpoint(ckpt: Path) -> None:

@@ -12,6 +12,10 @@ with the sampler ``ptt-sample`` defaults to (``--scheduler``/``--steps`` to chan
 config with the run's ``eval.fid_extractor`` (``--extractor`` to change it), reference features cached in
 ``<run_dir>/fid_cache``. ``--set-best`` exports the best (step, width) to ``<run_dir>/best``.
 
+While it writes into the run directory (the default ``--out``, the sweep's cache, ``--set-best``) it holds the run
+dir's lock (``common.lock``), so it is refused in one line while a trainer owns that run; ``--out`` elsewhere only
+reads the snapshots.
+
 A width the snapshots cannot reconstruct, a run without snapshots, a missing or damaged snapshot: one ``error:``
 line naming the run and what is missing (exit 2).
 """
@@ -19,6 +23,7 @@ line naming the run and what is missing (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +33,7 @@ from pathlib import Path
 
 from common.configio import ConfigError
 from common.fileio import atomic_write, atomic_write_json, disk_error_line, os_error_line
+from common.lock import FolderBusyError, FolderLock
 from evaluation.samplers import DEFAULT_SAMPLER
 from training.posthoc_ema import SnapshotError, check_snapshots, plan, reconstruct, reconstructable_range
 
@@ -67,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.fid import FidError
     from evaluation.sample import SampleError
 
+    held = contextlib.ExitStack()  # the run dir's lock, while this command writes into it
     try:
+        if _writes_into_run_dir(args) and Path(args.run_dir).is_dir():  # no folder: _load_run names the mistake
+            try:  # a trainer (or another ptt-ema) writing the same run: refused, not raced
+                held.enter_context(FolderLock(args.run_dir))
+            except FolderBusyError as exc:
+                raise ConfigError(str(exc)) from None
         if args.sweep:
             sweep_widths(args.run_dir, args.sigma_rel, at_steps=args.at_step, out=args.out,
                          num_images=args.num_images, scheduler=args.scheduler, steps=args.steps,
@@ -83,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only run dir: one line naming the path
         print(f"error: {disk_error_line(exc, args.run_dir) or os_error_line(exc, args.run_dir)}", file=sys.stderr)
         return 2
+    finally:
+        held.close()
     return 0
+
+
+def _writes_into_run_dir(args) -> bool:
+    """The sweep's FID cache and ``best/``, and the default ``--out``, are inside the run directory."""
+    if args.sweep or args.set_best or args.out is None:
+        return True
+    return Path(args.out).resolve().is_relative_to(Path(args.run_dir).resolve())
 
 
 def _load_run(run_dir: str | Path):
