@@ -61,8 +61,6 @@ log = logging.getLogger("bench_peers_quality")
 # torchvision and tqdm, its other requirements, come from the project's environment; never install torch here).
 PEER_PACKAGES = ("denoising-diffusion-pytorch==2.3.4", "einops==0.8.2", "ema-pytorch==0.8.3", "pytorch-fid==0.3.0")
 DEFAULT_PEER_PKGS = ROOT / "bench_out" / "peer_pkgs"
-# fast.yaml's recipe, by bench_quality's variant names: x0 prediction, lr 1e-3, cosine betas, min-SNR 5, 50 warm-up
-FAST_RECIPE = ("pred_x0", "lr1e-3", "cosine", "min_snr5", "warmup50")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,7 +202,7 @@ def run_peer(ddp, *, args, image_dir: Path, scorer, steps: int, every: int) -> d
 def ours_recipes() -> dict[str, list[str]]:
     """Our trainer's defaults and the recommended recipe (``configs/train/fast.yaml``'s: the combination that won
     ``bench_quality``), as overrides built from ``bench_quality.VARIANTS``."""
-    return {"defaults": [], "fast": [o for name in FAST_RECIPE for o in bq.VARIANTS[name][1]]}
+    return {"defaults": [], "fast": bq.recipe_overrides()}
 
 
 def run_ours(name: str, *, args, dataset_dir: Path, scorer) -> dict:

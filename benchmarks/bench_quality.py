@@ -99,6 +99,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dropout0.1": ("dropout", ["model.dropout=0.1"]),
 }
 PRIORITY = list(VARIANTS)  # run order: prediction, min-SNR, schedule, LR, EMA first
+# configs/train/fast.yaml's recipe, by variant name: x0 prediction, lr 1e-3, cosine betas, min-SNR 5, 50 warm-up steps
+FAST_RECIPE = ("pred_x0", "lr1e-3", "cosine", "min_snr5", "warmup50")
+
+
+def recipe_overrides(names: tuple[str, ...] = FAST_RECIPE) -> list[str]:
+    """The trainer overrides of several variants together (the other benchmarks' recipe, e.g. fast.yaml's)."""
+    return [o for name in names for o in VARIANTS[name][1]]
+
+
 SHORT_VARIANTS = ["defaults", "pred_x0"]  # the largest single gain of the full run
 
 SAMPLERS = ("ddim", "dpmsolver++", "unipc")

@@ -54,13 +54,7 @@ from training.train import train  # noqa: E402
 log = logging.getLogger("bench_samplers")
 
 # The recommended recipe (configs/train/fast.yaml; bench_quality's "combo"), and the same with epsilon prediction.
-RECIPE = [
-    "noise.prediction_type=sample",
-    "optim.lr=1.0e-3",
-    "noise.beta_schedule=cosine",
-    "loss.min_snr_gamma=5.0",
-    "optim.lr_warmup_steps=50",
-]
+RECIPE = bq.recipe_overrides()  # noise.prediction_type first: "eps" swaps it
 RUNS = {"x0": RECIPE, "eps": [*RECIPE[1:], "noise.prediction_type=epsilon"]}
 
 

@@ -37,14 +37,7 @@ from benchmarks._common import write_json  # noqa: E402
 log = logging.getLogger("bench_scaling")
 
 # fast.yaml's recipe, as bench_quality's variants spell it (its lr and warm-up are the reference at batch 16)
-RECIPE = [
-    "noise.prediction_type=sample",
-    "noise.beta_schedule=cosine",
-    "loss.min_snr_gamma=5.0",
-    "optim.lr=1.0e-3",
-    "optim.lr_warmup_steps=50",
-    "optim.reference_batch=16",
-]
+RECIPE = [*bq.recipe_overrides(), "optim.reference_batch=16"]
 RULES = ("none", "sqrt", "linear")
 
 
