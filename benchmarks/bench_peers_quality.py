@@ -255,10 +255,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in bq.QUIET_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Matrix is singular")
+    bq.setup_logging()
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set")  # the peer's loader, no GPU
     ddp = import_peer(args.peer_pkgs, install=not args.no_install)
     import datasets

@@ -114,6 +114,14 @@ SAMPLERS = ("ddim", "dpmsolver++", "unipc")
 QUIET_LOGGERS = ("ptt.train", "training", "evaluation", "accelerate", "diffusers")  # one line per run, not per step
 
 
+def setup_logging() -> None:
+    """The quality benchmarks' logging: INFO, one line per run (not per step), scipy's sqrtm warning off."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Matrix is singular")  # scipy sqrtm; frechet_distance regularises
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -610,10 +618,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in QUIET_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Matrix is singular")  # scipy sqrtm; frechet_distance regularises
+    setup_logging()
     import torch
 
     torch.set_num_threads(args.threads)

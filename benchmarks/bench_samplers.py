@@ -34,7 +34,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -379,10 +378,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in bq.QUIET_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Matrix is singular")
+    bq.setup_logging()
     import datasets
     import torch
 
