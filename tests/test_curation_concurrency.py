@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests import _synth as synth
+from tests._proc import restore_sigint
 
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("curation.detect")
@@ -191,7 +192,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, target):
     store = _noise_store(tmp_path / "noise", 300)
     out = tmp_path / "out"
     cmd = [*_cmd(store, out)[:-2], "workers=2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=restore_sigint
+    )
     workers: list[int] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

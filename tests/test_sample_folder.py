@@ -17,6 +17,7 @@ from PIL import Image
 
 from common.lock import LOCK_NAME, FolderLock
 from evaluation.sample import SampleError, main, write_samples
+from tests._proc import restore_sigint
 from tests.test_sample import export_tiny_pipeline, tiny_unet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,9 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_continues(pipe16, tmp_path):
     cmd = [sys.executable, "-m", "evaluation.sample", "--model", str(pipe16), "--num-images", "400", "--out",
            str(out), "--scheduler", "ddpm", "--steps", "50", "--batch-size", "1", "--no-progress",
            "--device", "cpu"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "00001.png").exists() and proc.poll() is None and time.monotonic() < deadline:
