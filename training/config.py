@@ -403,8 +403,13 @@ def derived_figures(cfg: TrainConfig, n_train: int, world: int, *, batch_size: i
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "epochs": round(total * effective_batch / max(1, n_train), 2),
-        "lr": f"{optim.lr:.3g} ({cfg.optim.lr_scaling} scaling of {cfg.optim.lr:.3g} from batch "
-        f"{cfg.optim.reference_batch} to {effective_batch}), warm-up {optim.lr_warmup_steps} steps",
+        "lr": (
+            f"{optim.lr:.3g} (not scaled: optim.lr_scaling=none)"
+            if cfg.optim.lr_scaling == "none"
+            else f"{optim.lr:.3g} ({cfg.optim.lr_scaling} scaling of {cfg.optim.lr:.3g} from batch "
+            f"{cfg.optim.reference_batch} to {effective_batch})"
+        )
+        + f", warm-up {optim.lr_warmup_steps} steps",
     }
 
 
