@@ -14,7 +14,7 @@ filter)::
 
 import os
 
-# onnxruntime >= 1.30 starts Microsoft's telemetry SDK when it is imported, which leaves an empty
-# $TMPDIR/mat-debug-<pid>.log behind in every process (two per curation run with two workers). Its own switch,
+# onnxruntime >= 1.30 starts Microsoft's telemetry SDK when it is imported, which leaves files behind in $TMPDIR in
+# every process (1.30: an empty mat-debug-<pid>.log and .ses; 1.32: .ses). Its own switch,
 # read at import: set here, before any curation module imports onnxruntime or insightface.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

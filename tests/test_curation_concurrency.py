@@ -200,7 +200,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, target):
     while time.monotonic() < deadline and proc.poll() is None:
         workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         cache = out / "cache"
-        if len(workers) >= 2 and cache.is_dir() and any(cache.iterdir()):  # detecting: results are coming back
+        # detecting: results are coming back (a whole entry; a '.<sha1>.json.tmp-*' may be one being written)
+        if len(workers) >= 2 and cache.is_dir() and any(cache.glob("*.json")):
             break
         time.sleep(0.05)
     assert proc.poll() is None and len(workers) >= 2, "the run finished before its workers were seen busy"
@@ -217,7 +218,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, target):
     while any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE for w in workers):
         assert time.monotonic() - t0 < 15, "a worker outlived the interrupted run"
         time.sleep(0.1)
-    assert any((out / "cache").iterdir())  # what was detected is kept for the rerun
+    kept = sorted(p.name for p in (out / "cache").iterdir())
+    assert any(n.endswith(".json") and not n.startswith(".") for n in kept)  # what was detected is kept for the rerun
+    assert not [n for n in kept if ".tmp-" in n], kept  # an entry being written when Ctrl-C came is not left half
     from common.lock import FolderLock
 
     FolderLock(out).release()  # the lock went with the run

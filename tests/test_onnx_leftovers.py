@@ -1,5 +1,5 @@
-"""Importing onnxruntime through curation leaves no ``$TMPDIR/mat-debug-<pid>.log`` or ``.ses``
-(onnxruntime's telemetry SDK)."""
+"""Importing onnxruntime through curation leaves nothing in ``$TMPDIR``: onnxruntime's telemetry SDK leaves
+``mat-debug-<pid>.log`` and ``.ses`` (1.30) or ``.ses`` alone (1.32) there in every process that imports it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def test_curation_leaves_no_mat_debug_log(tmp_path):
 
 
 def test_plain_onnxruntime_import_does_leave_one(tmp_path):
-    """The control: without the switch this onnxruntime writes the file (if a later release stops, this says so)."""
+    """The control: without the switch this onnxruntime leaves its telemetry files (if a later release stops, this
+    says so, and the test above no longer shows anything)."""
     (tmp_path / "plain").mkdir()
     left = _run("import onnxruntime", tmp_path / "plain")
-    assert [n for n in left if n.startswith("mat-debug-") and n.endswith(".log")]  # (and a .ses session file)
+    assert [n for n in left if n == ".ses" or (n.startswith("mat-debug-") and n.endswith(".log"))], left
