@@ -30,6 +30,36 @@ def shared_ptt_html() -> Path:
     return SHARED_PTT_HTML
 
 
+@pytest.fixture(scope="session")
+def ds16(tmp_path_factory) -> Path:
+    """A real DatasetDict folder of 24 face crops at 16x16 (19 train, 5 test); read-only for the tests."""
+    from tests.trainkit import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("ds") / "dataset")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tmp_path_factory) -> Path:
+    """The tiny training config (tests/trainkit.py TINY) as a file."""
+    from tests.trainkit import TINY
+
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(TINY)
+    return p
+
+
+@pytest.fixture
+def fresh_accelerate_state(monkeypatch):
+    """An in-process training run starts and ends with accelerate's process-wide state forgotten, and without a
+    launcher's mixed-precision setting from the environment."""
+    from tests.trainkit import reset_accelerate_state
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()
+
+
 def registry_weights(key: str) -> Path:
     """The checked file of network ``key`` (common/weights.py), as ``make test`` puts it in place.
 

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_run import TINY, _fresh_accelerate_state, make_dataset, run  # noqa: F401 - autouse fixture
+from tests.trainkit import TINY, make_dataset, reset_accelerate_state, run
 from training.checkpoint import checkpoint_problem, latest_checkpoint, list_checkpoints
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     root = tmp_path_factory.mktemp("damage")
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainkit import reset_accelerate_state, run
 from training import ema_cli
 from training.checkpoint import latest_checkpoint, list_checkpoints
 from training.posthoc_ema import (
@@ -37,8 +38,7 @@ from training.posthoc_ema import (
     sigma_rel_to_gamma,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_run import _fresh_accelerate_state, make_dataset, run  # noqa: E402, F401 - the autouse fixture
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 # ----------------------------------------------------------------------------------------------------------------
 # The math
@@ -217,11 +217,6 @@ train:
 
 
 @pytest.fixture(scope="module")
-def ds16(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("ds") / "dataset")
-
-
-@pytest.fixture(scope="module")
 def cfg_path(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "posthoc.yaml"
     p.write_text(TINY)
@@ -230,10 +225,7 @@ def cfg_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ph_run(cfg_path, ds16, tmp_path_factory) -> Path:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     run_dir = tmp_path_factory.mktemp("runs") / "ph"
     assert run(cfg_path, ds16, run_dir) == 0
     return run_dir

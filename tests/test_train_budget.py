@@ -11,22 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.test_train_run import TINY, make_dataset
 from training import budget as budget_mod
 from training import train as train_mod
 from training.config import load_train_config
 
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("ds") / "dataset")
-
-
-@pytest.fixture(scope="module")
-def cfg_path(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    p.write_text(TINY)
-    return p
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture
@@ -46,15 +35,15 @@ def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def run(cfg_path, ds, run_dir, *extra, resume=None):
-    args = ["--config", str(cfg_path), f"data.dataset_dir={ds}", f"run_dir={run_dir}", "train.log_every_steps=5",
+def run(cfg, ds, run_dir, *extra, resume=None):
+    args = ["--config", str(cfg), f"data.dataset_dir={ds}", f"run_dir={run_dir}", "train.log_every_steps=5",
             "train.checkpoint_every_steps=10", *extra]  # fmt: skip
     return train_mod.main(args + (["--resume", resume] if resume else []))
 
 
-def test_a_time_budget_plans_the_steps_ends_the_lr_decay_and_finishes_inside_it(cfg_path, ds, tmp_path, fake_clock):
+def test_a_time_budget_plans_the_steps_ends_the_lr_decay_and_finishes_inside_it(tiny_cfg, ds16, tmp_path, fake_clock):
     rd = tmp_path / "run"
-    assert run(cfg_path, ds, rd, "train.max_steps=null", "train.time_budget=100") == 0
+    assert run(tiny_cfg, ds16, rd, "train.max_steps=null", "train.time_budget=100") == 0
     r = rows(rd)
     plans = [x for x in r if "budget_planned_steps" in x]
     assert plans[0]["step"] == budget_mod.SKIP_STEPS + budget_mod.WARMUP_STEPS  # the first plan ends the warm-up
@@ -69,12 +58,12 @@ def test_a_time_budget_plans_the_steps_ends_the_lr_decay_and_finishes_inside_it(
     assert (rd / "pipeline" / "unet").is_dir()
 
 
-def test_a_cut_session_resumes_with_what_is_left_of_the_budget(cfg_path, ds, tmp_path, fake_clock):
+def test_a_cut_session_resumes_with_what_is_left_of_the_budget(tiny_cfg, ds16, tmp_path, fake_clock):
     rd = tmp_path / "run"
     # the first session is cut after step 30 (a cap stands in for the session's end)
-    assert run(cfg_path, ds, rd, "train.max_steps=40", "train.time_budget=100") == 0
+    assert run(tiny_cfg, ds16, rd, "train.max_steps=40", "train.time_budget=100") == 0
     spent_at_30 = next(x for x in rows(rd) if x.get("step") == 30 and "budget_spent_s" in x)["budget_spent_s"]
-    assert run(cfg_path, ds, rd, "train.max_steps=null", "train.time_budget=100",
+    assert run(tiny_cfg, ds16, rd, "train.max_steps=null", "train.time_budget=100",
                resume=str(rd / "checkpoints" / "checkpoint-30")) == 0  # fmt: skip
     r = rows(rd)
     resumed = [x for x in r if "budget_planned_steps" in x and x["step"] > 30]
@@ -86,20 +75,20 @@ def test_a_cut_session_resumes_with_what_is_left_of_the_budget(cfg_path, ds, tmp
 
 
 def test_a_budget_too_short_for_this_machine_is_one_line_naming_the_key_and_minimum(
-    cfg_path, ds, tmp_path, fake_clock, capsys
+    tiny_cfg, ds16, tmp_path, fake_clock, capsys
 ):
     fake_clock.tick = 10.0  # a slow machine: 10 s per clock read
-    assert run(cfg_path, ds, tmp_path / "run", "train.max_steps=null", "train.time_budget=60") == 2
+    assert run(tiny_cfg, ds16, tmp_path / "run", "train.max_steps=null", "train.time_budget=60") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("error: ") == 1
     line = err[err.index("error: ") :].splitlines()[0]  # after the progress bar's last update
     assert line.startswith("error: train.time_budget=60: too short for this run here; it needs at least ")
 
 
-def test_auto_batch_on_the_cpu_keeps_the_presets_batch_and_says_so(cfg_path, ds, tmp_path, caplog):
+def test_auto_batch_on_the_cpu_keeps_the_presets_batch_and_says_so(tiny_cfg, ds16, tmp_path, caplog):
     rd = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ptt.train"):
-        assert run(cfg_path, ds, rd, "train.batch_size=auto", "train.max_steps=2", "optim.lr_scaling=sqrt",
+        assert run(tiny_cfg, ds16, rd, "train.batch_size=auto", "train.max_steps=2", "optim.lr_scaling=sqrt",
                    "optim.reference_batch=4") == 0  # fmt: skip
     assert "train.batch_size=auto: 16 per device (no GPU to probe on the cpu" in caplog.text
     assert "lr 0.006 (sqrt scaling of 0.003 from batch 4 to 16), warm-up 1 steps" in caplog.text

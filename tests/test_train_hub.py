@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hub_standin import HubStandIn  # tests/ is on sys.path (rootdir conftest, no package)
 from test_hub_push import MODEL_FILES, TOKEN, assert_token_only_in_auth_header, hub_env
-from test_train_run import TINY, make_dataset
 
 from training import train as train_mod
 from training.accel import resolve_mixed_precision, wandb_run
@@ -20,28 +19,7 @@ from training.config import load_train_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ds16(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("ds") / "dataset")
-
-
-@pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    p.write_text(TINY)
-    return p
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state(monkeypatch):
-    from accelerate.state import AcceleratorState, GradientState
-
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def run(cfg: Path, ds: Path, run_dir: Path, *overrides: str) -> int:

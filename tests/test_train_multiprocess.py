@@ -12,8 +12,8 @@ import sys
 
 import psutil
 import pytest
-from test_train_run import TINY, assert_same_training_state, make_dataset, wait_for_logged_steps
 
+from tests.trainkit import TINY, assert_same_training_state, make_dataset, wait_for_logged_steps
 from training.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
