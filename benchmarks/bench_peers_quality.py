@@ -258,7 +258,6 @@ def main(argv=None) -> int:
     bq.setup_logging()
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set")  # the peer's loader, no GPU
     ddp = import_peer(args.peer_pkgs, install=not args.no_install)
-    import datasets
     import torch
 
     torch.set_num_threads(args.threads)
@@ -267,12 +266,14 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     steps, every = bq.budget_steps(args.images, 16, args.points)
 
-    dataset_dir = bq.write_digits_dataset(args.out / "digits_dataset", test=args.num_images)
-    train_u8 = bq.load_images(str(dataset_dir), split="train", resolution=8)  # (N, 3, 8, 8) uint8
-    test_u8 = bq.load_images(str(dataset_dir), split="test", resolution=8)
-    net = bq.train_feature_net(train_u8, datasets.load_from_disk(str(dataset_dir))["train"]["label"])
-    scorer = bq.Scorer(net, train_u8)
-    floor = scorer.fd(test_u8)
+    proxy = bq.digits_proxy(args.out / "digits_dataset", test=args.num_images)
+    dataset_dir, train_u8, test_u8, scorer, floor = (
+        proxy.dataset_dir,
+        proxy.train_u8,
+        proxy.test_u8,
+        proxy.scorer,
+        proxy.floor(),
+    )
     print(
         f"{bq.PROXY}\nreal-data floor (held-out {len(test_u8)} vs train {len(train_u8)}): FD {floor:.3f}", flush=True
     )

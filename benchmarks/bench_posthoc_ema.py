@@ -55,19 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     bq.setup_logging()
-    import datasets
     import torch
     from diffusers import UNet2DModel
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    dataset_dir = bq.write_digits_dataset(args.out / "digits_dataset", test=args.num_images)
-    train_u8 = bq.load_images(str(dataset_dir), split="train", resolution=8)
-    test_u8 = bq.load_images(str(dataset_dir), split="test", resolution=8)
-    net = bq.train_feature_net(train_u8, datasets.load_from_disk(str(dataset_dir))["train"]["label"])
-    scorer = bq.Scorer(net, train_u8)
-    floor = scorer.fd(test_u8)
+    proxy = bq.digits_proxy(args.out / "digits_dataset", test=args.num_images)
+    dataset_dir, scorer, floor = proxy.dataset_dir, proxy.scorer, proxy.floor()
 
     run_dir = args.out / "run"
     import shutil

@@ -47,7 +47,6 @@ from benchmarks._common import machine as _machine  # noqa: E402
 from benchmarks._common import write_json  # noqa: E402
 from evaluation.sample import SCHEDULERS, generate, num_evaluations, steps_for_evaluations  # noqa: E402
 from training.config import load_train_config  # noqa: E402
-from training.data import load_images  # noqa: E402
 from training.train import train  # noqa: E402
 
 log = logging.getLogger("bench_samplers")
@@ -379,7 +378,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     bq.setup_logging()
-    import datasets
     import torch
 
     torch.set_num_threads(1)
@@ -395,12 +393,10 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
 
-    train_u8 = load_images(str(dataset_dir), split="train", resolution=8)
-    test_u8 = load_images(str(dataset_dir), split="test", resolution=8)
-    net = bq.train_feature_net(train_u8, datasets.load_from_disk(str(dataset_dir))["train"]["label"])
-    scorer = bq.Scorer(net, train_u8)
-    test_u8 = test_u8[: args.num_images]  # the floor at the generated images' count (FD's bias depends on it)
-    floor = scorer.fd(test_u8)
+    proxy = bq.digits_proxy(dataset_dir, test=args.test_images, write=False)  # the folder the runs trained on
+    scorer = proxy.scorer
+    test_u8 = proxy.test_u8[: args.num_images]  # the floor at the generated images' count (FD's bias depends on it)
+    floor = proxy.floor(args.num_images)
     print(f"{bq.PROXY}\nreal-data floor ({len(test_u8)} held-out digits): FD {floor:.3f}", flush=True)
 
     if args.rank_ddpm_only:  # the rank check's DDPM-1000 half, which needs no default: run beside the sweep

@@ -102,19 +102,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     bq.setup_logging()
-    import datasets
     import torch
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     args.keep_pipeline_of = set()
     t0 = time.perf_counter()
-    dataset_dir = bq.write_digits_dataset(args.out / "digits_dataset", test=args.num_images)
-    train_u8 = bq.load_images(str(dataset_dir), split="train", resolution=8)
-    test_u8 = bq.load_images(str(dataset_dir), split="test", resolution=8)
-    net = bq.train_feature_net(train_u8, datasets.load_from_disk(str(dataset_dir))["train"]["label"])
-    scorer = bq.Scorer(net, train_u8)
-    floor = scorer.fd(test_u8)
+    proxy = bq.digits_proxy(args.out / "digits_dataset", test=args.num_images)
+    dataset_dir, scorer, floor = proxy.dataset_dir, proxy.scorer, proxy.floor()
     print(f"{bq.PROXY}; real-data floor FD {floor:.3f}", flush=True)
     common = {"args": args, "dataset_dir": dataset_dir, "scorer": scorer, "points": args.points}
     results = []
