@@ -42,7 +42,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,11 +115,10 @@ QUIET_LOGGERS = ("ptt.train", "training", "evaluation", "accelerate", "diffusers
 
 
 def setup_logging() -> None:
-    """The quality benchmarks' logging: INFO, one line per run (not per step), scipy's sqrtm warning off."""
+    """The quality benchmarks' logging: INFO, one line per run (not per step)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Matrix is singular")  # scipy sqrtm; frechet_distance regularises
 
 
 # ----------------------------------------------------------------------------------------------------------------

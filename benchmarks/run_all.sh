@@ -11,3 +11,4 @@ echo "=== train";    python benchmarks/bench_train.py --presets homework_unet --
 echo "=== sample";   python benchmarks/bench_sample.py --preset tiny --cpu-batch 8 --cpu-steps 10,20 --repeats 2
 echo "=== quality";  python benchmarks/bench_quality.py --short   # proxy FD per images seen (416 s on the shared 2-core machine)
 echo "=== peers";    python benchmarks/bench_peers_quality.py   # + lucidrains' denoising-diffusion-pytorch (pip-installs it into bench_out/peer_pkgs)
+echo "=== fid";      python benchmarks/bench_fid.py   # the Frechet distance: ours against clean-fid's sqrtm form

@@ -91,3 +91,15 @@ def test_bench_sample_counts_unet_evaluations(tmp_path):
         ("unipc", 3, 3),
     ]
     assert res["gpu"].startswith("not measured")
+
+
+def test_bench_fid_times_both_forms_and_they_agree(tmp_path, capsys):
+    bench = _load("bench_fid")
+    out = tmp_path / "fid.json"
+    assert bench.main(["--dim", "48", "--sizes", "10:30", "60:60", "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["n_gen"], r["n_ref"], r["dim"]) for r in rows] == [(10, 30, 48), (60, 60, 48)]
+    for r in rows:
+        assert r["ours_s"] > 0 and r["clean_fid_s"] > 0 and r["ours"] > 0
+        assert r["rel_diff"] < 1e-6  # the same figure as clean-fid's sqrtm form, rank-deficient (10 < 48) or not
+    assert "| 10:30 | 48 |" in capsys.readouterr().out
