@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainkit import reset_accelerate_state, run
+from tests.trainkit import reset_accelerate_state, run, write_tiny_config
 from training import ema_cli
 from training.checkpoint import latest_checkpoint, list_checkpoints
 from training.posthoc_ema import (
@@ -191,36 +191,16 @@ def test_fp16_snapshots_reconstruct_within_their_rounding(tracked, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # With the trainer
 
-TINY = """\
-data: {resolution: 16}
-model:
-  block_out_channels: [8, 16]
-  down_block_types: [DownBlock2D, DownBlock2D]
-  up_block_types: [UpBlock2D, UpBlock2D]
-  layers_per_block: 1
-  norm_num_groups: 4
-  add_attention: false
-optim: {lr: 3.0e-3, lr_warmup_steps: 2, lr_schedule: constant}
-ema:
-  decay: 0.9
-  posthoc: {enabled: true, snapshot_every_steps: 2}
-train:
-  batch_size: 4
-  max_steps: 12
-  log_every_steps: 1
-  checkpoint_every_steps: 10
-  sample_every_steps: 1000
-  sample_num_images: 4
-  sample_steps: 2
-  log_with: none
-"""
-
 
 @pytest.fixture(scope="module")
 def cfg_path(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("cfg") / "posthoc.yaml"
-    p.write_text(TINY)
-    return p
+    """The tiny trainer with post-hoc EMA snapshots every 2 steps, a constant lr, 12 steps, checkpoints at 10."""
+    return write_tiny_config(
+        tmp_path_factory.mktemp("cfg") / "posthoc.yaml",
+        optim={"lr_schedule": "constant"},
+        ema={"posthoc": {"enabled": True, "snapshot_every_steps": 2}},
+        train={"max_steps": 12, "checkpoint_every_steps": 10, "sample_every_steps": 1000},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,24 @@ train:
 """
 
 
+def write_tiny_config(path: Path, **sections: dict) -> Path:
+    """``TINY`` with ``sections`` merged into it (``ema={"posthoc": {...}}`` updates ``ema``), written to ``path``."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY)
+    _merge(cfg, sections)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def make_dataset(path: Path, n: int = 24, size: int = 16) -> Path:
     """A real DatasetDict folder of astronaut crops: (n - n//5) train, n//5 test."""
     return write_crops_dataset(path, n=n, size=size, test=n // 5)
