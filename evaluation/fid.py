@@ -114,23 +114,59 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 def kernel_inception_distance(
     feats1: np.ndarray, feats2: np.ndarray, *, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0
 ) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets (clean-fid's KID)."""
+    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets (clean-fid's KID).
+
+    Two ways to the same figure for the same subsets (to round-off), whichever evaluates fewer kernel entries:
+    clean-fid's, each subset's kernels from its features (3 m^2 entries a subset), or the whole sets' kernels once,
+    a block of rows at a time, each subset's sums read off them as ``c^T K c`` with its 0/1 indicator ``c``
+    ((n1 + n2)^2 entries in all, for every subset together: 100 subsets of 1,000 drawn from 2,000 + 2,000 images
+    need 16 M entries instead of 300 M)."""
     f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
-    n = f1.shape[1]
     m = min(f1.shape[0], f2.shape[0], max_subset_size)
     if m < 2:
         raise FidError("KID needs at least 2 images in each set")
     rng = np.random.default_rng(seed)
     # With whole sets the estimate does not depend on the draw: one subset is enough.
     subsets = 1 if m == f1.shape[0] == f2.shape[0] else num_subsets
+    draws = [(rng.choice(f2.shape[0], m, replace=False), rng.choice(f1.shape[0], m, replace=False))
+             for _ in range(subsets)]  # fmt: skip
+    if (f1.shape[0] + f2.shape[0]) ** 2 < 3 * subsets * m * m:
+        return _kid_from_kernels(f1, f2, draws, m)
+    return _kid_per_subset(f1, f2, draws, m)
+
+
+def _cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def _kid_per_subset(f1: np.ndarray, f2: np.ndarray, draws: list, m: int) -> float:
     t = 0.0
-    for _ in range(subsets):
-        x = f2[rng.choice(f2.shape[0], m, replace=False)]
-        y = f1[rng.choice(f1.shape[0], m, replace=False)]
-        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
-        b = (x @ y.T / n + 1) ** 3
+    for ix, iy in draws:
+        x, y = f2[ix], f1[iy]
+        a = _cubic_kernel(x, x) + _cubic_kernel(y, y)
+        b = _cubic_kernel(x, y)
         t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
-    return float(t / subsets / m)
+    return float(t / len(draws) / m)
+
+
+def _kid_from_kernels(f1: np.ndarray, f2: np.ndarray, draws: list, m: int, rows: int = 1024) -> float:
+    """KID from the whole sets' kernels, ``rows`` rows of a kernel matrix at a time (memory: rows x n floats)."""
+    cx, cy = np.zeros((f2.shape[0], len(draws))), np.zeros((f1.shape[0], len(draws)))  # subset indicators
+    for s, (ix, iy) in enumerate(draws):
+        cx[ix, s], cy[iy, s] = 1.0, 1.0
+
+    def quad(a, b, ca, cb):  # per subset s: ca[:, s]^T K(a, b) cb[:, s]
+        out = np.zeros(len(draws))
+        for i in range(0, a.shape[0], rows):
+            out += np.einsum("is,is->s", ca[i : i + rows], _cubic_kernel(a[i : i + rows], b) @ cb)
+        return out
+
+    def diag(a, ca):  # per subset: the sum of its k(x, x)
+        return ca.T @ ((np.einsum("ij,ij->i", a, a) / a.shape[1] + 1) ** 3)
+
+    within = quad(f2, f2, cx, cx) + quad(f1, f1, cy, cy) - diag(f2, cx) - diag(f1, cy)
+    t = within / (m - 1) - quad(f2, f1, cx, cy) * 2 / m
+    return float(t.sum() / len(draws) / m)
 
 
 # --------------------------------------------------------------------------------------- images and features

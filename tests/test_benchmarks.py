@@ -102,4 +102,7 @@ def test_bench_fid_times_both_forms_and_they_agree(tmp_path, capsys):
     for r in rows:
         assert r["ours_s"] > 0 and r["clean_fid_s"] > 0 and r["ours"] > 0
         assert r["rel_diff"] < 1e-6  # the same figure as clean-fid's sqrtm form, rank-deficient (10 < 48) or not
+        assert r["kid_ours_s"] > 0 and r["kid_clean_fid_s"] > 0 and r["kid_ours"] > 0
+    # whole sets (60:60): one subset, a permutation for clean-fid too, so the KIDs agree (to its float32 round-off)
+    assert rows[1]["kid_ours"] == pytest.approx(rows[1]["kid_clean_fid"], rel=1e-4)
     assert "| 10:30 | 48 |" in capsys.readouterr().out

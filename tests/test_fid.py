@@ -118,6 +118,24 @@ def test_kid_matches_clean_fid_and_separates_distributions():
     assert abs(same) < 0.5 < 5 < shifted
 
 
+def test_kid_from_the_whole_sets_kernels_equals_kid_per_subset():
+    """Unequal sets (100 random subsets): reading each subset's sums off the whole sets' kernel matrices (whole, or
+    16 rows at a time) gives the per-subset computation's figure (clean-fid's loop) for the same draws; the public
+    function takes the first here (220^2 kernel entries against 3 x 100 x 50^2)."""
+    from evaluation import fid as fid_mod
+
+    rng = np.random.default_rng(4)
+    gen, ref = rng.standard_normal((70, 16)) + 0.3, rng.standard_normal((150, 16))
+    m = 50
+    draw = np.random.default_rng(0)
+    draws = [(draw.choice(150, m, replace=False), draw.choice(70, m, replace=False)) for _ in range(100)]
+    direct = fid_mod._kid_per_subset(gen, ref, draws, m)
+    assert fid_mod._kid_from_kernels(gen, ref, draws, m) == pytest.approx(direct, rel=1e-9)
+    assert fid_mod._kid_from_kernels(gen, ref, draws, m, rows=16) == pytest.approx(direct, rel=1e-9)  # in blocks
+    assert kernel_inception_distance(gen, ref, max_subset_size=m) == pytest.approx(direct, rel=1e-9)  # seed 0
+    assert direct > 0.01  # the shift is seen
+
+
 # ------------------------------------------------------------------------------------------------- features
 
 
