@@ -11,22 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests._bench import load_benchmark
+
 pytest.importorskip("sklearn", reason="the quality benchmark's digits ship with scikit-learn (test extra)")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "bench_peers_quality", ROOT / "benchmarks" / "bench_peers_quality.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_peers_quality"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bpq = _load()
+bpq = load_benchmark("bench_peers_quality")
 
 OURS = {
     "name": "ours",

@@ -4,28 +4,16 @@ end-to-end run (real digits, real trainer, real samplers; CPU, well under a minu
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests._bench import load_benchmark
+
 pytest.importorskip("sklearn", reason="the quality benchmark's digits ship with scikit-learn (test extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_quality"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bq = _load()
+bq = load_benchmark("bench_quality")
 
 
 def test_split_is_fixed_disjoint_and_complete():

@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests._bench import load_benchmark
+
 pytest.importorskip("sklearn", reason="the quality benchmark's digits ship with scikit-learn (test extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_samplers", ROOT / "benchmarks" / "bench_samplers.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_samplers"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bs = _load()
+bs = load_benchmark("bench_samplers")
 
 
 def _row(model, sampler, steps, evaluations, fd):

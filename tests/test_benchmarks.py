@@ -4,27 +4,16 @@ never asserted here: speed is measured by the benchmarks, not by timed tests).""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from tests._bench import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench_train():
-    return _load("bench_train")
+    return load_benchmark("bench_train")
 
 
 @pytest.mark.parametrize("bf16", [True, False])
@@ -78,7 +67,7 @@ def test_bench_train_measures_each_variants_memory_alone_in_a_process(bench_trai
 
 
 def test_bench_sample_counts_unet_evaluations(tmp_path):
-    bench_sample = _load("bench_sample")
+    bench_sample = load_benchmark("bench_sample")
     out = tmp_path / "sample.json"
     argv = ["--preset", "tiny", "--cpu-batch", "2", "--cpu-steps", "2,3", "--schedulers", "ddpm,unipc"]
     assert bench_sample.main([*argv, "--out", str(out)]) == 0
@@ -94,7 +83,7 @@ def test_bench_sample_counts_unet_evaluations(tmp_path):
 
 
 def test_bench_fid_times_both_forms_and_they_agree(tmp_path, capsys):
-    bench = _load("bench_fid")
+    bench = load_benchmark("bench_fid")
     out = tmp_path / "fid.json"
     assert bench.main(["--dim", "48", "--sizes", "10:30", "60:60", "--repeats", "1", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,14 +260,19 @@ def test_cli_too_few_generated_images(tmp_path, capsys):
     assert rc == 2 and "found 3 images" in capsys.readouterr().err
 
 
-def test_sweep_writes_table_and_plot(tmp_path, dataset_dir, capsys):
+def _tiny_pipeline(path: Path) -> Path:
+    """A 16x16 DDPMPipeline folder with a tiny random UNet (seed 0)."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(0)
     blocks = {"down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}
     unet = UNet2DModel(sample_size=16, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, **blocks)
-    pipe = tmp_path / "pipeline"
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(pipe), safe_serialization=True)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(path), safe_serialization=True)
+    return path
+
+
+def test_sweep_writes_table_and_plot(tmp_path, dataset_dir, capsys):
+    pipe = _tiny_pipeline(tmp_path / "pipeline")
     out = tmp_path / "sweep"
     rc = main(["sweep", "--model", str(pipe), "--ref", f"{dataset_dir}:test", "--scheduler", "ddim", "--steps",
                "1,3", "--num-images", "4", "--batch-size", "4", "--substitute", "--out", str(out), "--cache-dir",
@@ -343,13 +349,7 @@ def test_curation_out_folder_as_ref_uses_its_dataset_not_its_pngs(dataset_dir, t
 
 
 def test_sweep_compares_samplers_in_one_table_and_plot(tmp_path, dataset_dir, capsys):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    blocks = {"down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}
-    unet = UNet2DModel(sample_size=16, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, **blocks)
-    pipe = tmp_path / "pipeline"
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(pipe), safe_serialization=True)
+    pipe = _tiny_pipeline(tmp_path / "pipeline")
     out = tmp_path / "sweep"
     rc = main(["sweep", "--model", str(pipe), "--ref", f"{dataset_dir}:test", "--scheduler", "ddim,heun_karras,ddpm:4",
                "--steps", "2,3", "--num-images", "4", "--batch-size", "4", "--substitute", "--out", str(out),
