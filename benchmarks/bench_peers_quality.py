@@ -45,7 +45,6 @@ import sys
 import time
 import warnings
 from argparse import Namespace
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,10 +284,7 @@ def main(argv=None) -> int:
     md = table(results, floor)
     (args.out / "table.md").write_text(md)
     info = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "machine": machine,
-        "proxy": bq.PROXY,
+        **bq.result_header(machine),
         "peer_packages": list(PEER_PACKAGES),
         "floor": floor,
         "results": results,

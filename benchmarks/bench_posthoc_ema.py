@@ -22,14 +22,12 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_quality as bq  # noqa: E402
-from benchmarks._common import machine as _machine  # noqa: E402
 from benchmarks._common import write_json  # noqa: E402
 from common.fileio import atomic_write  # noqa: E402
 from training.posthoc_ema import check_snapshots, plan, reconstruct, reconstructable_range  # noqa: E402
@@ -105,10 +103,7 @@ def main(argv=None) -> int:
     ckpt = sorted((run_dir / "checkpoints").glob("checkpoint-*"))[-1]
     ckpt_bytes = sum(f.stat().st_size for f in ckpt.iterdir() if f.is_file())
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "machine": _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__),
-        "proxy": bq.PROXY,
+        **bq.result_header(),
         "floor": floor,
         "images_seen": cfg.train.max_steps * cfg.train.batch_size,
         "steps": cfg.train.max_steps,

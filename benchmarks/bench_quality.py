@@ -308,6 +308,17 @@ class Scorer:
         return frechet_distance(mu, sigma, *self.ref)
 
 
+def result_header(machine: dict | None = None) -> dict:
+    """What every quality benchmark's JSON starts with: date, command, machine (torch's threads and version by
+    default) and the proxy's description."""
+    import torch
+
+    if machine is None:
+        machine = _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__)
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "machine": machine, "proxy": PROXY}  # fmt: skip
+
+
 @dataclass
 class DigitsProxy:
     """The proxy's data and judge: the digits folder, both splits as the trainer sees them (uint8, 8 px), the
@@ -656,12 +667,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    info = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "machine": _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__),
-        "proxy": PROXY,
-    }
+    info = result_header()
     t_start = time.perf_counter()
 
     # -- data, feature network, floor --

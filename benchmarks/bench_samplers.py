@@ -34,7 +34,6 @@ import os
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_quality as bq  # noqa: E402
-from benchmarks._common import machine as _machine  # noqa: E402
 from benchmarks._common import write_json  # noqa: E402
 from evaluation.sample import SCHEDULERS, generate, num_evaluations, steps_for_evaluations  # noqa: E402
 from training.config import load_train_config  # noqa: E402
@@ -422,10 +420,7 @@ def main(argv=None) -> int:
     rank = None if args.no_rank else rank_check(args.out, scorer, default, args=args)
     speed = [] if args.no_speed else throughput(models["x0"], scheduler_config(args.out, "x0"), default, args=args)
     info = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "machine": _machine(torch_threads=torch.get_num_threads(), torch=torch.__version__),
-        "proxy": bq.PROXY,
+        **bq.result_header(),
         "floor": floor,
         "num_images": args.num_images,
         "rank_images": args.rank_images,

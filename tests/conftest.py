@@ -60,6 +60,23 @@ def fresh_accelerate_state(monkeypatch):
     reset_accelerate_state()
 
 
+@pytest.fixture
+def keep_process_settings():
+    """A quality benchmark's ``main()`` sets torch's thread count and quietens the project's loggers
+    (``bench_quality.QUIET_LOGGERS``): put both back for later tests."""
+    import logging
+
+    import torch
+
+    from benchmarks.bench_quality import QUIET_LOGGERS
+
+    levels, threads = {n: logging.getLogger(n).level for n in QUIET_LOGGERS}, torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def registry_weights(key: str) -> Path:
     """The checked file of network ``key`` (common/weights.py), as ``make test`` puts it in place.
 

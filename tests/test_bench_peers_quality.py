@@ -110,19 +110,6 @@ def _peer_installed() -> bool:
     )
 
 
-@pytest.fixture
-def keep_process_settings():
-    import logging
-
-    import torch
-
-    levels, threads = {n: logging.getLogger(n).level for n in bpq.bq.QUIET_LOGGERS}, torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
 @pytest.mark.skipif(
     not _peer_installed(),
     reason="the peer is not installed: run `python benchmarks/bench_peers_quality.py` once where PyPI is reachable "

@@ -108,20 +108,6 @@ def test_checkpoint_reader_matches_the_trainers_ema_export(digits, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(got[0][1], got[1][1], strict=True))  # two distinct points
 
 
-@pytest.fixture
-def keep_process_settings():
-    """main() sets torch's thread count and quietens the project's loggers: put both back for later tests."""
-    import logging
-
-    import torch
-
-    levels, threads = {n: logging.getLogger(n).level for n in bq.QUIET_LOGGERS}, torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
 def test_end_to_end_tiny_run_writes_curves_table_and_floor(tmp_path, capsys, keep_process_settings):
     out = tmp_path / "q"
     rc = bq.main(

@@ -42,20 +42,6 @@ def test_spearman_rank_correlation():
     assert bs.spearman([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]) == pytest.approx(0.8)
 
 
-@pytest.fixture
-def keep_process_settings():
-    """main() sets torch's thread count and quietens the project's loggers: put both back for later tests."""
-    import logging
-
-    import torch
-
-    levels, threads = {n: logging.getLogger(n).level for n in bs.bq.QUIET_LOGGERS}, torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
 @pytest.mark.slow
 def test_end_to_end_tiny_run_writes_table_default_and_rank_check(tmp_path, caplog, keep_process_settings):
     out = tmp_path / "s"
